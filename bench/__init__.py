@@ -1,0 +1,1 @@
+"""Benchmarks: each measures the pipeline and a baseline in the same run and prints their ratio."""

@@ -1,0 +1,61 @@
+"""Thin sessions: each installs the package and calls it; the logic lives in `pipeline/`."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PYTHON = "3.11"
+
+
+def _provision_engine(session: nox.Session) -> None:
+    # Does nothing when an engine with buildx and arm64 already answers (a laptop, a hosted runner).
+    session.run("python", "-m", "pipeline", "engine", "up")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit tests of the pure core and end-to-end tests against a real engine, registries and git repos."""
+    session.install("-e", ".[test]")
+    _provision_engine(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff, mypy --strict, the Dockerfile lint, and the GitHub workflow/action checks."""
+    session.install("-e", ".[lint,test]", "nox")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("python", "-m", "pipeline", "lint")
+    if os.path.isdir(".github"):
+        session.run("python", "-m", "pipeline.github_lint")
+
+
+@nox.session(python=PYTHON)
+def release(session: nox.Session) -> None:
+    """Plan, build both platforms, push by digest, smoke-test every platform from every registry, promote."""
+    session.install("-e", ".")
+    _provision_engine(session)
+    session.run("python", "-m", "pipeline", "release", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def plan(session: nox.Session) -> None:
+    """What a release would publish (versions, tags, labels), with no side effects."""
+    session.install("-e", ".")
+    session.run("python", "-m", "pipeline", "plan", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print ratios against a baseline measured in the same run."""
+    session.install("-e", ".[test]")
+    _provision_engine(session)
+    session.run("python", "-m", "bench", *session.posargs)

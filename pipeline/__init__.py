@@ -1,0 +1,3 @@
+"""Build, publish, smoke-test and promote multi-platform container images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""`pipeline` / `python -m pipeline`: one entry point, one error printer.
+
+Each stage module registers its own subcommand (a `register(subparsers)` function) so that the CLI and the
+nox sessions run the same code. Every expected failure is a PipelineError, printed here as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+# Modules that provide `register(subparsers) -> None`; each subcommand sets `handler` on its parser.
+COMMAND_MODULES = (
+    "pipeline.release",
+    "pipeline.plan",
+    "pipeline.build",
+    "pipeline.publish",
+    "pipeline.smoke",
+    "pipeline.lint",
+    "pipeline.registry",
+    "pipeline.engine",
+)
+
+log = logging.getLogger("pipeline")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Build, publish, smoke-test and promote multi-platform container images.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="pipeline.toml or pyproject.toml (default: found in the cwd)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(subparsers)
+    return parser
+
+
+def configure_logging(verbosity: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbosity >= 2 else logging.INFO)
+    handler = RichHandler(
+        console=Console(stderr=True),
+        show_time=False,
+        show_path=False,
+        markup=False,
+        rich_tracebacks=False,
+    )
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    # python-on-whales logs every command line at debug; keep ours readable unless -vv.
+    logging.getLogger("python_on_whales").setLevel(logging.WARNING if verbosity < 2 else logging.DEBUG)
+    logging.getLogger("git").setLevel(logging.WARNING)
+
+
+def error_line(error: BaseException) -> str:
+    """The single line printed for a failure: the message only, never a traceback."""
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split()) if "\n" not in text else text.splitlines()[0].strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except PipelineError as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was promoted past the last completed step", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the unexpected too: it is still a bug to report, not a dump
+        from python_on_whales.exceptions import DockerException
+
+        if isinstance(error, DockerException):
+            detail = (error.stderr or "").strip().splitlines()
+            message = detail[-1] if detail else error_line(error)
+            print(f"error: docker: {message}", file=sys.stderr)
+            return 1
+        if args.verbose >= 2:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error_line(error)} (rerun with -vv for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,297 @@
+"""The project's declaration of images and registries: `pipeline.toml`, or `[tool.pipeline]` in pyproject.toml.
+
+Validated on load so that a typo fails before anything is built, with the file and key path in one line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+SUPPORTED_PLATFORMS = frozenset(
+    {
+        "linux/amd64",
+        "linux/arm64",
+        "linux/arm/v7",
+        "linux/arm/v6",
+        "linux/386",
+        "linux/ppc64le",
+        "linux/s390x",
+        "linux/riscv64",
+    }
+)
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+
+# The repository part of a reference, as the distribution spec defines path components.
+_REPOSITORY_NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+_REGISTRY_URL = re.compile(
+    r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?(?P<namespace>(?:/[a-z0-9._-]+)*)$"
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TagKind = Literal["semver", "major_minor", "major", "latest", "channel", "branch", "edge", "sha", "pr", "nightly"]
+ALL_TAG_KINDS: tuple[TagKind, ...] = (
+    "semver", "major_minor", "major", "latest", "channel", "branch", "edge", "sha", "pr", "nightly",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TagsConfig(_Strict):
+    """How an image's tags are spelled: `-alpine` variants, which kinds to emit, extra fixed tags."""
+
+    prefix: str = ""
+    suffix: str = ""
+    kinds: tuple[TagKind, ...] = ALL_TAG_KINDS
+    raw: tuple[str, ...] = ()
+
+
+class SmokeSettings(_Strict):
+    timeout: float = Field(default=120.0, gt=0, description="seconds for one check before it is killed")
+
+
+class ImageConfig(_Strict):
+    name: str
+    context: str = "."
+    dockerfile: str | None = None
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    build_args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+    description: str = ""
+    smoke: str | None = Field(default=None, description="container-structure-test YAML, relative to the config")
+    tags: TagsConfig = TagsConfig()
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _REPOSITORY_NAME.match(value) or len(value) > 255:
+            raise ValueError(
+                f"{value!r} is not a valid image name (lowercase letters, digits, '.', '_', '-' and '/' only)"
+            )
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _known_platforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one platform")
+        for platform in value:
+            if platform not in SUPPORTED_PLATFORMS:
+                raise ValueError(
+                    f"unknown platform {platform!r} (use one of {', '.join(sorted(SUPPORTED_PLATFORMS))})"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("lists a platform twice")
+        return value
+
+    @field_validator("build_args")
+    @classmethod
+    def _no_secret_build_args(cls, value: dict[str, str]) -> dict[str, str]:
+        # Build args end up in the image history for anyone who pulls it: secrets go through --secret.
+        for key in value:
+            if re.search(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY)", key, re.IGNORECASE):
+                raise ValueError(f"build arg {key!r} looks like a secret; build args are visible in the image")
+        return value
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+class RegistryConfig(_Strict):
+    name: str
+    url: str
+    username_env: str | None = None
+    password_env: str | None = None
+    insecure: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(f"{value!r}: give host[:port][/namespace] without a scheme")
+        if not _REGISTRY_URL.match(value):
+            raise ValueError(f"{value!r} is not host[:port][/namespace]")
+        return value.rstrip("/")
+
+    @field_validator("username_env", "password_env")
+    @classmethod
+    def _env_names_only(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} must name an environment variable, not hold the secret itself")
+        return value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> RegistryConfig:
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("set both username_env and password_env, or neither")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.url.split("/", 1)[0]
+
+    @property
+    def namespace(self) -> str:
+        return self.url.split("/", 1)[1] if "/" in self.url else ""
+
+    def repository(self, image_name: str) -> str:
+        """Full repository for an image here, e.g. `127.0.0.1:5000/acme/hello`."""
+        return f"{self.url}/{image_name}"
+
+
+class VersionConfig(_Strict):
+    tag_prefix: str = Field(default="v", description="release tags are PREFIX+X.Y.Z; X.Y.Z alone is accepted too")
+    default_branch: str | None = None
+
+
+class LabelsConfig(_Strict):
+    """Project-wide OCI metadata; per-image `description` and `labels` override it."""
+
+    title: str | None = None
+    description: str = ""
+    url: str = ""
+    source: str = ""
+    licenses: str = ""
+    vendor: str = ""
+
+
+class LintConfig(_Strict):
+    disable: dict[str, str] = Field(
+        default_factory=dict, description="rule code -> reason it is disabled project-wide"
+    )
+    hadolint: bool = True
+    fail_on: Literal["error", "warning", "info"] = "error"
+
+
+class LocalRegistryConfig(_Strict):
+    port: int = Field(default=5000, ge=1, le=65535)
+
+
+class BuildConfig(_Strict):
+    cache: Literal["auto", "gha", "registry", "inline", "local", "none"] = "auto"
+    provenance: bool | None = None
+    sbom: bool | None = None
+
+
+class PipelineConfig(_Strict):
+    images: Annotated[tuple[ImageConfig, ...], Field(min_length=1)]
+    registries: tuple[RegistryConfig, ...] = ()
+    version: VersionConfig = VersionConfig()
+    labels: LabelsConfig = LabelsConfig()
+    lint: LintConfig = LintConfig()
+    local_registry: LocalRegistryConfig = LocalRegistryConfig()
+    build: BuildConfig = BuildConfig()
+    smoke: SmokeSettings = SmokeSettings()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineConfig:
+        for kind, names in (("images", [i.name for i in self.images]), ("registries", [r.name for r in self.registries])):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind}: name {duplicates[0]!r} is declared twice")
+        return self
+
+
+class LoadedConfig(BaseModel):
+    """The validated config with where it came from, so that relative paths resolve against its folder."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: Path
+    root: Path
+    pipeline: PipelineConfig
+
+    def image(self, name: str) -> ImageConfig:
+        for image in self.pipeline.images:
+            if name in (image.name, image.short_name):
+                return image
+        known = ", ".join(i.name for i in self.pipeline.images)
+        raise ConfigError(f"{self.path}: no image named {name!r} (declared: {known})")
+
+    def context_dir(self, image: ImageConfig) -> Path:
+        return (self.root / image.context).resolve()
+
+    def dockerfile_path(self, image: ImageConfig) -> Path:
+        if image.dockerfile is None:
+            return self.context_dir(image) / "Dockerfile"
+        return (self.root / image.dockerfile).resolve()
+
+    def smoke_path(self, image: ImageConfig) -> Path | None:
+        if image.smoke is not None:
+            return (self.root / image.smoke).resolve()
+        beside = self.dockerfile_path(image).parent / "smoke.yaml"
+        return beside if beside.exists() else None
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: dict[str, Any], prefix: tuple[str, ...]) -> str:
+    location = tuple(prefix) + tuple(error["loc"])
+    # pydantic appends the validator's name for after-validators; it is noise in a user-facing path.
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{_key_path(location)}: unknown key (check the spelling)"
+    if kind == "missing":
+        return f"{_key_path(location)}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        message = f"wrong type: {message} (got {error.get('input')!r})"
+    return f"{_key_path(location)}: {message}"
+
+
+def find_config(start: Path) -> Path:
+    for name in ("pipeline.toml", "pyproject.toml"):
+        candidate = start / name
+        if candidate.is_file() and (name == "pipeline.toml" or _has_tool_section(candidate)):
+            return candidate
+    raise ConfigError(
+        f"no pipeline.toml (or [tool.pipeline] in pyproject.toml) in {start}; create one or pass --config PATH"
+    )
+
+
+def _has_tool_section(pyproject: Path) -> bool:
+    try:
+        return "pipeline" in tomllib.loads(pyproject.read_text()).get("tool", {})
+    except (tomllib.TOMLDecodeError, OSError):
+        return False
+
+
+def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedConfig:
+    config_path = path if path is not None else find_config(cwd or Path.cwd())
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: config file not found; pass an existing file to --config")
+    try:
+        document = tomllib.loads(config_path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{config_path}: not valid TOML: {error}") from None
+    prefix: tuple[str, ...] = ()
+    if config_path.name == "pyproject.toml":
+        document = document.get("tool", {}).get("pipeline")
+        prefix = ("tool", "pipeline")
+        if document is None:
+            raise ConfigError(f"{config_path}: no [tool.pipeline] table; add one or use pipeline.toml")
+    try:
+        pipeline = PipelineConfig.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        more = len(error.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{config_path}: {_describe(dict(first), prefix)}{suffix}") from None
+    return LoadedConfig(path=config_path.resolve(), root=config_path.resolve().parent, pipeline=pipeline)

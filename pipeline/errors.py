@@ -1,0 +1,43 @@
+"""Typed failures. Every expected failure is a PipelineError; the CLI prints its one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """An expected failure with a one-line message that names what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """The configuration file is missing or invalid."""
+
+    exit_code = 2
+
+
+class EngineError(PipelineError):
+    """No usable container engine, and none could be provisioned."""
+
+
+class RegistryError(PipelineError):
+    """A registry could not be started, reached or used."""
+
+
+class AuthError(RegistryError):
+    """A registry refused the credentials (or none were given); not worth retrying."""
+
+
+class GitError(PipelineError):
+    """The git repository cannot give a version (not a repository, shallow clone, dirty tree...)."""
+
+
+class BuildError(PipelineError):
+    """A buildx build failed."""
+
+
+class SmokeError(PipelineError):
+    """A smoke check failed, so nothing may be promoted."""
+
+
+class LintError(PipelineError):
+    """Lint found errors, or could not run."""

@@ -1,0 +1,9 @@
+"""Shared fixtures. Fixture families live in their own modules and are loaded as plugins."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.fixtures.engine",
+    "tests.fixtures.registries",
+    "tests.fixtures.gitrepos",
+]
