@@ -1,14 +1,329 @@
-"""Registries: the configured ones, and the embedded local registry used when none is configured."""
+"""Registries: the configured ones, and registry servers this project starts itself.
+
+A `RegistryServer` is the distribution registry (the program behind the `registry:2` image) on a loopback
+port: the embedded default when the config names no registry, the offline base-image mirror, and the test
+fixtures (one open, one with htpasswd auth). It runs the `docker-registry` program where it is installed and
+the `registry:2` image otherwise.
+"""
 
 from __future__ import annotations
 
-from pipeline.config import LoadedConfig, RegistryConfig
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+from python_on_whales import docker
+from python_on_whales.exceptions import DockerException
+
+from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.errors import ConfigError, RegistryError
+
+log = logging.getLogger(__name__)
 
 LOCAL_REGISTRY_NAME = "local"
+REGISTRY_PROGRAM = "docker-registry"
+REGISTRY_IMAGE = "registry:2"
+_READY_TIMEOUT = 20.0
+
+
+def state_home() -> Path:
+    """Where the embedded registry keeps its data between runs (survives reboots; not in the repo)."""
+    base = os.environ.get("PIPELINE_STATE_DIR") or os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    return Path(base) / "image-pipeline"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None) -> int:
+    if preferred is not None and port_is_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def registry_answers(url: str, timeout: float = 2.0) -> bool:
+    """True when a distribution registry answers /v2/ at host:port (401 counts: it is there, it wants auth)."""
+    try:
+        with urllib.request.urlopen(f"http://{url}/v2/", timeout=timeout) as response:  # noqa: S310 - loopback http
+            return int(response.status) == 200
+    except urllib.error.HTTPError as error:
+        return error.code == 401
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass
+class RegistryServer:
+    """One distribution registry on 127.0.0.1, started and stopped by us.
+
+    `detach=True` puts the server in its own session so that it outlives this process (the embedded
+    registry and the base mirror); otherwise it dies with us (test fixtures).
+    """
+
+    directory: Path
+    port: int
+    credentials: Credentials | None = None
+    detach: bool = False
+    pid: int | None = None
+    container: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryServer:
+        if not port_is_free(self.port):
+            raise RegistryError(
+                f"port {self.port} on 127.0.0.1 is taken; stop what listens there or choose another port"
+            )
+        storage = self.directory / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config: dict[str, object] = {
+            "version": 0.1,
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.port}"},
+        }
+        if self.credentials is not None:
+            hashed = bcrypt.hashpw(self.credentials.password.encode(), bcrypt.gensalt(rounds=5)).decode()
+            htpasswd = self.directory / "htpasswd"
+            htpasswd.write_text(f"{self.credentials.username}:{hashed}\n")
+            htpasswd.chmod(0o600)
+            config["auth"] = {"htpasswd": {"realm": "pipeline-registry", "path": str(htpasswd)}}
+        if shutil.which(REGISTRY_PROGRAM):
+            self._start_program(config)
+        else:
+            self._start_container(config)
+        self._wait_ready()
+        return self
+
+    def _start_program(self, config: dict[str, object]) -> None:
+        config_file = self.directory / "config.yml"
+        # JSON is YAML: no need for a YAML writer here.
+        config_file.write_text(json.dumps(config))
+        log_file = (self.directory / "registry.log").open("ab")
+        process = subprocess.Popen(  # the registry program itself, not a docker command line
+            [REGISTRY_PROGRAM, "serve", str(config_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.detach,
+        )
+        log_file.close()
+        self.pid = process.pid
+
+    def _start_container(self, config: dict[str, object]) -> None:
+        # In the container the paths are the container's: mount our folder at the same path.
+        config_file = self.directory / "config.yml"
+        config_file.write_text(json.dumps(config))
+        name = f"pipeline-registry-{self.port}"
+        try:
+            docker.run(
+                REGISTRY_IMAGE,
+                ["serve", str(config_file)],
+                name=name,
+                detach=True,
+                remove=True,
+                networks=["host"],
+                volumes=[(str(self.directory), str(self.directory))],
+                labels={"dev.pipeline.registry": str(self.port)},
+            )
+        except DockerException as error:
+            raise RegistryError(
+                f"cannot start a registry: neither the {REGISTRY_PROGRAM!r} program (Debian package "
+                f"docker-registry) nor the {REGISTRY_IMAGE} image is available ({_last_line(error)})"
+            ) from None
+        self.container = name
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if registry_answers(self.url, timeout=1.0):
+                return
+            if self.pid is not None and not _alive(self.pid):
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RegistryError(
+            f"the registry on {self.url} did not answer within {_READY_TIMEOUT:.0f}s; see {self.directory / 'registry.log'}"
+        )
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+            self.pid = None
+        if self.container is not None:
+            with contextlib.suppress(DockerException):
+                docker.container.remove(self.container, force=True)
+            self.container = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (a detached server from an earlier run): ask the kernel instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_line(error: DockerException) -> str:
+    lines = (error.stderr or "").strip().splitlines()
+    return lines[-1] if lines else str(error).splitlines()[0]
+
+
+# --- the embedded local registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalRegistryState:
+    port: int
+    pid: int | None
+    container: str | None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _local_dir() -> Path:
+    return state_home() / "local-registry"
+
+
+def _state_file() -> Path:
+    return _local_dir() / "state.json"
+
+
+def local_registry_state() -> LocalRegistryState | None:
+    """The embedded registry if it is running and answering, else None (a stale state file is ignored)."""
+    try:
+        raw = json.loads(_state_file().read_text())
+        state = LocalRegistryState(port=int(raw["port"]), pid=raw.get("pid"), container=raw.get("container"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if state.pid is not None and not _alive(state.pid):
+        return None
+    return state if registry_answers(state.url) else None
+
+
+def local_registry_up(preferred_port: int = 5000) -> LocalRegistryState:
+    """Start the embedded registry (or reuse the running one). Port `preferred_port` unless taken."""
+    running = local_registry_state()
+    if running is not None:
+        return running
+    port = free_port(preferred_port)
+    if port != preferred_port:
+        log.warning("port %d is taken: the local registry uses port %d instead", preferred_port, port)
+    directory = _local_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RegistryServer(directory=directory, port=port, detach=True).start()
+    state = LocalRegistryState(port=port, pid=server.pid, container=server.container)
+    _state_file().write_text(json.dumps({"port": port, "pid": server.pid, "container": server.container}))
+    log.info("local registry running on %s (data in %s)", state.url, directory / "storage")
+    return state
+
+
+def local_registry_down() -> bool:
+    state = local_registry_state()
+    with contextlib.suppress(FileNotFoundError):
+        _state_file().unlink()
+    if state is None:
+        return False
+    RegistryServer(directory=_local_dir(), port=state.port, pid=state.pid, container=state.container).stop()
+    return True
+
+
+def local_registry_config(port: int) -> RegistryConfig:
+    return RegistryConfig(name=LOCAL_REGISTRY_NAME, url=f"127.0.0.1:{port}")
 
 
 def planned_registries(config: LoadedConfig) -> tuple[RegistryConfig, ...]:
-    """Where a release publishes: the configured registries, else the embedded local one (its default port)."""
+    """Where a release publishes: the configured registries, else the embedded local one.
+
+    No side effects: the running local registry's port if there is one, else the configured port.
+    """
     if config.pipeline.registries:
         return config.pipeline.registries
-    return (RegistryConfig(name=LOCAL_REGISTRY_NAME, url=f"127.0.0.1:{config.pipeline.local_registry.port}"),)
+    running = local_registry_state()
+    return (local_registry_config(running.port if running else config.pipeline.local_registry.port),)
+
+
+def ensure_registries(config: LoadedConfig) -> tuple[RegistryConfig, ...]:
+    """Like planned_registries, but starts the embedded registry when it is the one to publish to."""
+    if config.pipeline.registries:
+        return config.pipeline.registries
+    return (local_registry_config(local_registry_up(config.pipeline.local_registry.port).port),)
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------
+
+
+def _preferred_port(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        return int(args.port)
+    try:
+        return load_config(args.config).pipeline.local_registry.port
+    except ConfigError:  # no config here: the registry does not need one
+        return 5000
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        state = local_registry_up(_preferred_port(args))
+        print(state.url)
+    elif args.action == "down":
+        print("local registry stopped" if local_registry_down() else "local registry was not running")
+    else:
+        running = local_registry_state()
+        print(f"running on {running.url} (data in {_local_dir() / 'storage'})" if running else "not running")
+        return 0 if running else 3
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("registry", help="manage the embedded local registry")
+    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("--port", type=int, default=None, help="preferred port (default: config or 5000)")
+    parser.set_defaults(handler=_run)

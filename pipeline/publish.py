@@ -1,0 +1,341 @@
+"""Publish: credentials and logins, pushing one build by digest to every registry, checking that every
+registry holds the same index digest, and promoting tested digests to their human tags (manifest-only).
+
+Nothing here tags an untested digest: `push_everywhere` only writes by digest, and `promote` is called by
+the release gate after the smoke tests passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_on_whales import docker
+from python_on_whales.exceptions import DockerException
+
+from pipeline.build import BuiltImage
+from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
+from pipeline.errors import AuthError, ConfigError, RegistryError
+from pipeline.registry import Credentials
+from pipeline.retry import with_retries
+
+log = logging.getLogger(__name__)
+
+
+def credentials_for(registry: RegistryConfig, environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The registry's credentials from the environment variables its config names (never from the file)."""
+    if registry.username_env is None or registry.password_env is None:
+        return None
+    environ = os.environ if environ is None else environ
+    missing = [name for name in (registry.username_env, registry.password_env) if not environ.get(name)]
+    if missing:
+        raise AuthError(
+            f"registry {registry.name}: environment variable {missing[0]} is not set; export it (in GitHub "
+            "Actions: from a secret) or remove username_env/password_env for an open registry"
+        )
+    return Credentials(username=environ[registry.username_env], password=environ[registry.password_env])
+
+
+def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None = None) -> RegistryClient:
+    return RegistryClient(
+        registry.host, credentials_for(registry, environ), insecure=registry.insecure, name=registry.name
+    )
+
+
+def docker_host(registry: RegistryConfig) -> str:
+    """The server name `docker login` wants (Docker Hub's is the default one)."""
+    return "docker.io" if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io") else registry.host
+
+
+@contextlib.contextmanager
+def isolated_docker_config() -> Iterator[Path]:
+    """A throwaway DOCKER_CONFIG for one run, so that logins never persist in the user's config or keychain.
+
+    The user's plugins and buildx builders stay visible through links; credential stores are left out on
+    purpose, since `docker login` would write our secrets into them.
+    """
+    original = Path(os.environ.get("DOCKER_CONFIG", str(Path.home() / ".docker")))
+    previous = os.environ.get("DOCKER_CONFIG")
+    with tempfile.TemporaryDirectory(prefix="pipeline-docker-config-") as scratch:
+        directory = Path(scratch)
+        directory.chmod(0o700)
+        settings: dict[str, object] = {}
+        with contextlib.suppress(OSError, ValueError):
+            settings = json.loads((original / "config.json").read_text())
+        for key in ("credsStore", "credHelpers", "auths"):
+            settings.pop(key, None)
+        (directory / "config.json").write_text(json.dumps(settings))
+        for name in ("cli-plugins", "buildx", "contexts"):
+            if (original / name).exists():
+                (directory / name).symlink_to(original / name)
+        os.environ["DOCKER_CONFIG"] = str(directory)
+        try:
+            yield directory
+        finally:
+            if previous is None:
+                os.environ.pop("DOCKER_CONFIG", None)
+            else:
+                os.environ["DOCKER_CONFIG"] = previous
+
+
+def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
+    """`docker login` (password on stdin, through python-on-whales) to every registry with credentials."""
+    for registry in registries:
+        credentials = credentials_for(registry, environ)
+        if credentials is None:
+            continue
+
+        def login(credentials: Credentials = credentials, registry: RegistryConfig = registry) -> None:
+            try:
+                docker.login(server=docker_host(registry), username=credentials.username, password=credentials.password)
+            except DockerException as error:
+                text = (error.stderr or "").lower()
+                if "unauthorized" in text or "denied" in text or "401" in text or "403" in text:
+                    raise AuthError(
+                        f"registry {registry.name}: login refused; check {registry.username_env} and "
+                        f"{registry.password_env}"
+                    ) from None
+                raise RegistryError(f"registry {registry.name}: login failed: {_redacted_tail(error, credentials)}") from None
+
+        with_retries(login, f"login to {registry.name}", is_transient=lambda e: isinstance(e, RegistryError) and not isinstance(e, AuthError))
+        log.info("logged in to %s (%s) as %s", registry.name, registry.host, credentials.username)
+
+
+def _redacted_tail(error: DockerException, credentials: Credentials) -> str:
+    lines = [line for line in (error.stderr or "").splitlines() if line.strip()]
+    return (lines[-1] if lines else "no detail").replace(credentials.password, "***")
+
+
+@dataclass
+class RegistryPush:
+    registry: str
+    repository: str
+    digest: str
+    stats: PushStats
+    seconds: float
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass
+class PublishedImage:
+    image: str
+    index_digest: str
+    platform_digests: dict[str, str] = field(default_factory=dict)
+    pushes: list[RegistryPush] = field(default_factory=list)
+
+
+def push_everywhere(
+    built: BuiltImage, registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None
+) -> PublishedImage:
+    """Push one build by digest to every registry, in parallel, then check they all hold the same index."""
+    if built.layout is None:
+        raise ValueError("push_everywhere needs a build exported as an OCI layout")
+    layout = built.layout
+
+    def push_one(registry: RegistryConfig) -> RegistryPush:
+        started = time.monotonic()
+        client = registry_client(registry, environ)
+        repository = _repository_path(registry, built.image)
+        log.info("pushing %s by digest to %s (%s)", built.image, registry.name, registry.host)
+        stats = BlobUploader(client, repository).push_layout(layout, built.index_digest)
+        seconds = time.monotonic() - started
+        log.info(
+            "pushed %s to %s: %d blobs sent, %d already there, %d manifests, %.1fs",
+            built.image, registry.name, stats.blobs_sent, stats.blobs_present, stats.manifests, seconds,
+        )
+        return RegistryPush(registry.name, registry.repository(built.image), built.index_digest, stats, seconds)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(registries))) as pool:
+        pushes = list(pool.map(push_one, registries))
+    published = PublishedImage(image=built.image, index_digest=built.index_digest, pushes=pushes)
+    verify_same_digest(published, registries, environ)
+    first = registries[0]
+    published.platform_digests = registry_client(first, environ).platform_digests(
+        _repository_path(first, built.image), built.index_digest
+    )
+    return published
+
+
+def verify_same_digest(
+    published: PublishedImage, registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None
+) -> None:
+    """Every registry must resolve the image to the one index digest that was built."""
+    for registry in registries:
+        found = registry_client(registry, environ).manifest_digest(
+            _repository_path(registry, published.image), published.index_digest
+        )
+        if found != published.index_digest:
+            raise RegistryError(
+                f"registry {registry.name} holds {published.image} as {found}, not {published.index_digest}; "
+                "nothing was promoted"
+            )
+
+
+def _repository_path(registry: RegistryConfig, image: str) -> str:
+    """The repository as the registry API names it (no host; Docker Hub's official images under library/)."""
+    path = f"{registry.namespace}/{image}" if registry.namespace else image
+    if docker_host(registry) == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    return path
+
+
+@dataclass
+class Promotion:
+    registry: str
+    repository: str
+    digest: str
+    tags: list[str]
+
+
+def promote(
+    image: str,
+    digest: str,
+    tags: Sequence[str],
+    registries: Sequence[RegistryConfig],
+    environ: Mapping[str, str] | None = None,
+) -> list[Promotion]:
+    """Point the human tags at the tested digest in every registry: manifest copies, no blob moves."""
+    done: list[Promotion] = []
+    for registry in registries:
+        client = registry_client(registry, environ)
+        repository = _repository_path(registry, image)
+        client.tag(repository, digest, list(tags))
+        log.info("tagged %s in %s: %s", image, registry.name, ", ".join(tags))
+        done.append(Promotion(registry.name, registry.repository(image), digest, list(tags)))
+    return done
+
+
+def merge_platform_digests(
+    image: str,
+    platform_digests: Sequence[str],
+    registries: Sequence[RegistryConfig],
+    environ: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> str:
+    """Join single-platform manifests (pushed by digest) into one OCI index, pushed by digest everywhere."""
+    first = registries[0]
+    client = registry_client(first, environ)
+    repository = _repository_path(first, image)
+    descriptors: list[dict[str, object]] = []
+    for digest in platform_digests:
+        manifest = client.get_manifest(repository, digest)
+        if manifest.is_index:
+            raise RegistryError(f"{first.name}: {repository}@{digest} is already an index; give platform manifests")
+        config = client.get_blob_json(repository, manifest.document["config"]["digest"])
+        platform = {"architecture": config["architecture"], "os": config["os"]}
+        if config.get("variant"):
+            platform["variant"] = config["variant"]
+        descriptors.append(
+            {"mediaType": manifest.media_type, "digest": digest, "size": len(manifest.body), "platform": platform}
+        )
+    descriptors.sort(key=lambda d: json.dumps(d["platform"], sort_keys=True))
+    document: dict[str, object] = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": descriptors}
+    if annotations:
+        document["annotations"] = dict(annotations)
+    body = json.dumps(document, separators=(",", ":")).encode()
+    import hashlib
+
+    index = Manifest(media_type=INDEX_TYPES[0], body=body, digest="sha256:" + hashlib.sha256(body).hexdigest())
+    for registry in registries:
+        other = registry_client(registry, environ)
+        other_repository = _repository_path(registry, image)
+        for descriptor in descriptors:
+            if other.manifest_digest(other_repository, str(descriptor["digest"])) is None:
+                raise RegistryError(
+                    f"{registry.name}: {other_repository}@{descriptor['digest']} is missing; push every platform "
+                    "to every registry before merging"
+                )
+        other.put_manifest(other_repository, index.digest, index)
+    return index.digest
+
+
+# --- `pipeline build` and `pipeline merge` (native fan-out) ----------------------------------------------
+
+
+def _single_image(config: LoadedConfig, name: str | None) -> str:
+    if name is not None:
+        return config.image(name).name
+    if len(config.pipeline.images) != 1:
+        raise ConfigError(f"{config.path}: several images are declared; name the one to build")
+    return config.pipeline.images[0].name
+
+
+def run_build_command(args: argparse.Namespace) -> int:
+    from pipeline.build import build, spec_for
+    from pipeline.engine import ensure_engine
+    from pipeline.registry import ensure_registries
+
+    config = load_config(args.config)
+    image = config.image(_single_image(config, args.image))
+    platforms = tuple(args.platforms) if args.platforms else image.platforms
+    ensure_engine()
+    if not args.push_by_digest:
+        built = build(spec_for(config, image, platforms=platforms), load_as=f"{image.name}:dev" if args.load else None,
+                      output_dir=None if args.load else Path(tempfile.mkdtemp(prefix="pipeline-build-")))
+        print(json.dumps({"image": image.name, "digest": built.index_digest, "platforms": list(platforms)}))
+        return 0
+    registries = ensure_registries(config)
+    with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
+        login_all(registries)
+        built = build(spec_for(config, image, platforms=platforms, registries=registries), output_dir=Path(scratch))
+        published = push_everywhere(built, registries)
+    # A single-platform build exported as OCI is still an index of one; the merge wants the manifest itself.
+    result = {
+        "image": image.name,
+        "index_digest": published.index_digest,
+        "platforms": published.platform_digests,
+        "registries": [push.reference for push in published.pushes],
+    }
+    if args.digest_file:
+        args.digest_file.parent.mkdir(parents=True, exist_ok=True)
+        args.digest_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+def run_merge_command(args: argparse.Namespace) -> int:
+    from pipeline.registry import ensure_registries
+
+    config = load_config(args.config)
+    image = config.image(_single_image(config, args.image))
+    registries = ensure_registries(config)
+    digests: list[str] = []
+    for path in args.digest_files:
+        try:
+            recorded = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{path}: not a digest file written by `pipeline build --digest-file` ({error})") from None
+        if recorded.get("image") != image.name:
+            raise ConfigError(f"{path}: holds image {recorded.get('image')!r}, not {image.name!r}")
+        digests.extend(recorded["platforms"].values())
+    with isolated_docker_config():
+        index_digest = merge_platform_digests(image.name, digests, registries)
+    result = {"image": image.name, "index_digest": index_digest,
+              "references": [f"{r.repository(image.name)}@{index_digest}" for r in registries]}
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("merge", help="join per-platform digests (from `build --digest-file`) into one index")
+    parser.add_argument("digest_files", nargs="+", type=Path, metavar="DIGEST_FILE")
+    parser.add_argument("--image", help="image name from the config (default: the only one)")
+    parser.add_argument("--output", type=Path, help="write the merged index digest (JSON) here")
+    parser.set_defaults(handler=run_merge_command)
+
+

@@ -1,0 +1,59 @@
+"""Bounded retries with exponential backoff, for what is safe to repeat (pushes by digest, reads, tag puts)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A failure worth another try: a 5xx, a reset or refused connection, a timeout."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        # Tests and impatient users shorten the waits; the bound on attempts stays.
+        attempts = int(os.environ.get("PIPELINE_RETRY_ATTEMPTS", cls.attempts))
+        first = float(os.environ.get("PIPELINE_RETRY_FIRST_DELAY", cls.first_delay))
+        return cls(attempts=max(1, attempts), first_delay=first, max_delay=max(first, cls.max_delay))
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before try `attempt + 1` (attempt counts from 1), with jitter so parallel pushes spread out."""
+        base = min(self.max_delay, self.first_delay * (2 ** (attempt - 1)))
+        return base * (0.75 + random.random() / 2)
+
+
+def with_retries(
+    operation: Callable[[], T],
+    what: str,
+    *,
+    is_transient: Callable[[BaseException], bool] = lambda error: isinstance(error, TransientError),
+    policy: RetryPolicy | None = None,
+) -> T:
+    """Run `operation`; on a transient failure wait and try again, at most `policy.attempts` times in all."""
+    policy = policy or RetryPolicy.from_env()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return operation()
+        except Exception as error:
+            if not is_transient(error) or attempt == policy.attempts:
+                raise
+            wait = policy.delay(attempt)
+            reason = " ".join(str(error).split())[:200]
+            log.warning("retry %d/%d of %s in %.1fs: %s", attempt, policy.attempts - 1, what, wait, reason)
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
