@@ -1,0 +1,358 @@
+"""The side-effect edge of versioning: what the repository and the CI say about the commit being built.
+
+Everything here reads git (through gitpython) or the environment and returns plain facts; the rules that
+turn them into versions and tags live in the pure `pipeline.version` and `pipeline.tags`.
+
+Speed matters (see `bench/bench_version.py`): a few git processes, none of which walks the whole history
+in the common case. The tags come from one `show-ref` (it reuses the peeled ids packed refs already store).
+The base of an untagged commit is the highest release, in semver's order, reachable from HEAD: the highest
+release tag of the repository is tried first with one `rev-list --left-right --count`, which answers both
+"is it an ancestor?" and "how far?" by walking only the commits between the two. Only when it is not an
+ancestor (a backport branch, an old checkout) does one full `for-each-ref --merged` walk list the
+reachable tags. git's own nearest-tag choice (`git describe`) is not used: it orders by distance, and a
+backport merged forward would make `1.9.5-dev` of a commit that already contains `2.3.0`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import git
+import semver
+
+from pipeline.errors import GitError
+from pipeline.tags import CIContext, Event
+from pipeline.version import DEFAULT_TAG_PREFIX, Release, compute_version, parse_release_tags
+
+log = logging.getLogger(__name__)
+
+SHALLOW_FIX = "check out with `fetch-depth: 0` (actions/checkout) or pass --fetch-tags"
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The facts about HEAD that its version depends on."""
+
+    root: Path
+    sha: str
+    commit_time: int
+    dirty: bool
+    shallow: bool
+    releases: tuple[Release, ...]
+    """Every release tag of the repository, reachable or not, highest first."""
+    head_tags: tuple[Release, ...]
+    base: Release | None
+    """The highest release reachable from HEAD, when HEAD itself carries none."""
+    distance: int
+    """Commits reachable from HEAD and not from `base` (0 when HEAD is tagged)."""
+
+    @property
+    def version(self) -> semver.Version:
+        return compute_version(
+            head_tags=self.head_tags, base=self.base, distance=self.distance, sha=self.sha, dirty=self.dirty
+        )
+
+    @property
+    def created(self) -> str:
+        """The commit time as ISO 8601 UTC: rebuilding the same commit gives the same labels."""
+        return datetime.fromtimestamp(self.commit_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_repo(path: Path) -> git.Repo:
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise GitError(
+            f"{path} is not inside a git repository; versions come from git, run `git init`"
+        ) from None
+
+
+def _git_failure(error: git.GitCommandError) -> str:
+    stderr = str(error.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"git exited with {error.status}"
+
+
+def _is_shallow(repo: git.Repo) -> bool:
+    # What `git rev-parse --is-shallow-repository` checks, without spending a process on it.
+    return (Path(repo.common_dir) / "shallow").is_file()
+
+
+def _fetch_tags(repo: git.Repo, *, shallow: bool) -> None:
+    remotes = [remote.name for remote in repo.remotes]
+    if not remotes:
+        if shallow:
+            raise GitError(
+                f"{repo.working_dir}: shallow clone without a remote to fetch history and tags from"
+            )
+        log.warning("no git remote: cannot fetch tags, using the local ones")
+        return
+    remote = "origin" if "origin" in remotes else remotes[0]
+    # Tags alone do not make them reachable in a shallow clone: the history between them is needed too.
+    args = ["--unshallow", "--tags", remote] if shallow else ["--tags", remote]
+    log.info("fetching %s from %s", "history and tags" if shallow else "tags", remote)
+    try:
+        repo.git.fetch(*args)
+    except git.GitCommandError as error:
+        raise GitError(f"git fetch {' '.join(args)} failed: {_git_failure(error)}") from None
+
+
+def _head(repo: git.Repo) -> tuple[str, int]:
+    try:
+        sha, _, commit_time = repo.git.show("-s", "--format=%H %ct", "HEAD").partition(" ")
+    except git.GitCommandError:
+        raise GitError(
+            f"{repo.working_dir}: the repository has no commits yet; commit before planning"
+        ) from None
+    return sha, int(commit_time)
+
+
+def _tag_commits(repo: git.Repo) -> dict[str, str]:
+    """Tag name -> the commit it names; annotated tags are peeled (show-ref prints `name^{}` for them)."""
+    output = repo.git.show_ref("--tags", "--dereference", with_exceptions=False)
+    commits: dict[str, str] = {}
+    for line in output.splitlines():
+        sha, _, ref = line.partition(" ")
+        name = ref.removeprefix("refs/tags/")
+        if name.endswith("^{}"):
+            commits[name[:-3]] = sha
+        else:
+            commits.setdefault(name, sha)
+    return commits
+
+
+def _count(repo: git.Repo, *revisions: str) -> int:
+    return int(repo.git.rev_list("--count", *revisions, "--"))
+
+
+def _nearest(
+    repo: git.Repo, releases: list[Release], commits: Mapping[str, str]
+) -> tuple[Release | None, int]:
+    if not releases:
+        return None, _count(repo, "HEAD")
+    top = releases[0]
+    try:
+        only_in_top, only_in_head = repo.git.rev_list(
+            "--count", "--left-right", f"{commits[top.tag]}...HEAD", "--"
+        ).split()
+        if only_in_top == "0":
+            return top, int(only_in_head)
+    except git.GitCommandError as error:  # a tag naming a tree or blob: not a candidate, look further
+        log.debug("cannot compare %s with HEAD: %s", top.tag, _git_failure(error))
+    reachable = set(
+        repo.git.for_each_ref("--merged", "HEAD", "--format=%(refname:strip=2)", "refs/tags").splitlines()
+    )
+    for release in releases[1:]:
+        if release.tag in reachable:
+            return release, _count(repo, f"{commits[release.tag]}..HEAD")
+    return None, _count(repo, "HEAD")
+
+
+def _is_dirty(repo: git.Repo) -> bool:
+    # Tracked files only, as `git describe --dirty` and setuptools-scm do: untracked files are usually
+    # build output, and counting them would make every CI workspace "dirty".
+    return bool(repo.git.status("--porcelain", "--untracked-files=no"))
+
+
+def read_state(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX, fetch_tags: bool = False) -> GitState:
+    """Read the facts about HEAD of the repository containing `path`.
+
+    A shallow clone fails (its tags and history are incomplete, so `latest` could move to the wrong
+    release and the version fall back to 0.0.1-dev) unless `fetch_tags`, which unshallows it and fetches
+    every tag first.
+    """
+    repo = open_repo(path)
+    try:
+        shallow = _is_shallow(repo)
+        if fetch_tags:
+            _fetch_tags(repo, shallow=shallow)
+            shallow = _is_shallow(repo)
+        if shallow:
+            raise GitError(
+                f"{repo.working_dir} is a shallow clone: its tags and history are incomplete, so the version "
+                f"and `latest` would be wrong; {SHALLOW_FIX}"
+            )
+        sha, commit_time = _head(repo)
+        commits = _tag_commits(repo)
+        releases = parse_release_tags(commits, tag_prefix)
+        head_tags = tuple(release for release in releases if commits[release.tag] == sha)
+        base, distance = (None, 0) if head_tags else _nearest(repo, releases, commits)
+        return GitState(
+            root=Path(repo.working_dir),
+            sha=sha,
+            commit_time=commit_time,
+            dirty=_is_dirty(repo),
+            shallow=shallow,
+            releases=tuple(releases),
+            head_tags=head_tags,
+            base=base,
+            distance=distance,
+        )
+    except git.GitCommandError as error:
+        raise GitError(
+            f"{repo.working_dir}: git {error.command[1:2]} failed: {_git_failure(error)}"
+        ) from None
+    finally:
+        repo.close()
+
+
+def describe(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX) -> semver.Version:
+    """The version of HEAD of the repository containing `path`."""
+    return read_state(path, tag_prefix=tag_prefix).version
+
+
+# --- the CI context --------------------------------------------------------------------------------------
+
+
+def _local_branch(repo: git.Repo) -> str | None:
+    try:
+        return None if repo.head.is_detached else repo.active_branch.name
+    except (TypeError, ValueError):
+        return None
+
+
+def local_default_branch(repo: git.Repo) -> str | None:
+    """origin/HEAD when the clone recorded it, else `main` or `master` if one exists."""
+    try:
+        target = git.SymbolicReference(repo, "refs/remotes/origin/HEAD").reference.path
+        return str(target).removeprefix("refs/remotes/origin/")
+    except (TypeError, ValueError, OSError):
+        pass
+    names = {head.name for head in repo.heads}
+    names |= {ref.remote_head for remote in repo.remotes for ref in remote.refs}
+    for candidate in ("main", "master"):
+        if candidate in names:
+            return candidate
+    return None
+
+
+def _event_payload(environ: Mapping[str, str]) -> dict[str, Any]:
+    path = environ.get("GITHUB_EVENT_PATH")
+    if not path:
+        return {}
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        log.warning("cannot read the GitHub event payload %s: %s", path, error)
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _pr_number(payload: Mapping[str, Any], ref: str) -> int | None:
+    pull_request = payload.get("pull_request")
+    if isinstance(pull_request, dict) and isinstance(pull_request.get("number"), int):
+        return int(pull_request["number"])
+    if isinstance(payload.get("number"), int):
+        return int(payload["number"])
+    match = re.fullmatch(r"refs/pull/([0-9]+)/(?:merge|head)", ref)
+    return int(match[1]) if match else None
+
+
+def in_github_actions(environ: Mapping[str, str]) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true" and bool(environ.get("GITHUB_EVENT_NAME"))
+
+
+def github_context(
+    environ: Mapping[str, str], *, sha: str, default_branch: str | None, repo: git.Repo | None = None
+) -> CIContext:
+    """The context of a GitHub Actions run. `sha` is the checked-out HEAD: the commit actually built."""
+    event_name = environ["GITHUB_EVENT_NAME"]
+    ref = environ.get("GITHUB_REF", "")
+    payload = _event_payload(environ)
+    github_sha = environ.get("GITHUB_SHA", "")
+    if github_sha and github_sha != sha:
+        log.warning(
+            "GITHUB_SHA %s is not the checked-out HEAD %s; tagging what is checked out", github_sha, sha
+        )
+    repository = payload.get("repository")
+    if (
+        default_branch is None
+        and isinstance(repository, dict)
+        and isinstance(repository.get("default_branch"), str)
+    ):
+        default_branch = str(repository["default_branch"])
+    if default_branch is None and repo is not None:
+        default_branch = local_default_branch(repo)
+    event: Event
+    branch: str | None = None
+    pr_number: int | None = None
+    if event_name in ("pull_request", "pull_request_target"):
+        event = "pull_request"
+        pr_number = _pr_number(payload, ref)
+        if pr_number is None:
+            raise GitError(
+                f"GitHub {event_name} event without a PR number (GITHUB_EVENT_PATH unreadable and GITHUB_REF "
+                f"{ref!r} is not refs/pull/N/merge); run the job on a pull_request event"
+            )
+        branch = environ.get("GITHUB_HEAD_REF") or None
+    elif event_name == "schedule":
+        event = "schedule"
+        branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+    elif ref.startswith("refs/tags/"):
+        event = "tag"
+    else:
+        # push, workflow_dispatch, merge_group...: a build of whatever branch the ref names.
+        event = "push"
+        branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+    return CIContext(event=event, sha=sha, branch=branch, default_branch=default_branch, pr_number=pr_number)
+
+
+def ci_context(
+    path: Path, *, sha: str, environ: Mapping[str, str], default_branch: str | None = None
+) -> CIContext:
+    """GitHub Actions' context when running there, else a local one from the repository.
+
+    `default_branch` (the config's `version.default_branch`) wins over what GitHub or the clone say.
+    """
+    repo = open_repo(path)
+    try:
+        if in_github_actions(environ):
+            return github_context(environ, sha=sha, default_branch=default_branch, repo=repo)
+        return CIContext(
+            event="local",
+            sha=sha,
+            branch=_local_branch(repo),
+            default_branch=default_branch or local_default_branch(repo),
+        )
+    finally:
+        repo.close()
+
+
+_SCP_LIKE = re.compile(r"(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>[^/].*)")
+
+
+def _https_url(remote_url: str) -> str:
+    """A browsable https URL for a remote, without credentials; "" for local paths and unknown forms."""
+    url = remote_url.strip()
+    match = re.fullmatch(r"(?:https?|ssh|git)://(?:[^@/]*@)?(?P<host>[^/:]+)(?::[0-9]+)?/(?P<path>.+)", url)
+    if match is None and "://" not in url and not url.startswith(("/", ".")):
+        match = _SCP_LIKE.fullmatch(url)
+    if match is None:
+        return ""
+    return f"https://{match['host']}/{match['path'].removesuffix('/').removesuffix('.git')}"
+
+
+def source_url(path: Path, environ: Mapping[str, str]) -> str:
+    """Where the source lives, for the `source`/`url` labels when the config does not say."""
+    if environ.get("GITHUB_REPOSITORY"):
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        return f"{server}/{environ['GITHUB_REPOSITORY']}"
+    repo = open_repo(path)
+    try:
+        remotes = {remote.name: remote for remote in repo.remotes}
+        remote = remotes.get("origin") or next(iter(remotes.values()), None)
+        if remote is None:
+            return ""
+        try:
+            return _https_url(remote.url)
+        except (git.GitCommandError, ValueError):
+            return ""
+    finally:
+        repo.close()

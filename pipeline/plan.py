@@ -1,0 +1,192 @@
+"""`pipeline plan`: what a release would publish (version, references, platforms, labels), decided once.
+
+`make_plan` is the only place that turns git and the CI context into tags; `release` publishes exactly the
+plan it gets from here. Planning has no side effects, except fetching tags when asked to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.errors import GitError
+from pipeline.gitcontext import ci_context, read_state, source_url
+from pipeline.registry import planned_registries
+from pipeline.tags import compute_tags, oci_annotations, oci_labels
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str
+    platforms: tuple[str, ...]
+    version: str
+    tags: tuple[str, ...]
+    """Bare tag names; `references` joins them to a registry."""
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    def references(self, registry: RegistryConfig) -> list[str]:
+        repository = registry.repository(self.name)
+        return [f"{repository}:{tag}" for tag in self.tags]
+
+
+@dataclass(frozen=True)
+class Plan:
+    version: str
+    revision: str
+    created: str
+    dirty: bool
+    event: str
+    images: tuple[ImagePlan, ...]
+    registries: tuple[RegistryConfig, ...]
+
+    def image(self, name: str) -> ImagePlan:
+        for image in self.images:
+            if name in (image.name, image.name.rsplit("/", 1)[-1]):
+                return image
+        raise KeyError(name)
+
+    def references(self, image: ImagePlan) -> list[str]:
+        """The image's references in every registry, registry by registry."""
+        return [reference for registry in self.registries for reference in image.references(registry)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "revision": self.revision,
+            "created": self.created,
+            "dirty": self.dirty,
+            "event": self.event,
+            "registries": [{"name": r.name, "url": r.url} for r in self.registries],
+            "images": [
+                {
+                    "name": image.name,
+                    "platforms": list(image.platforms),
+                    "version": image.version,
+                    "tags": self.references(image),
+                    "labels": dict(image.labels),
+                    "annotations": dict(image.annotations),
+                }
+                for image in self.images
+            ],
+        }
+
+
+def require_clean(plan: Plan) -> None:
+    """Refuse to publish a dirty tree: its images would not match any commit."""
+    if plan.dirty:
+        raise GitError(
+            f"the working tree has uncommitted changes (version {plan.version}); "
+            "commit or stash them, or pass --allow-dirty"
+        )
+
+
+def make_plan(
+    config: LoadedConfig,
+    *,
+    registries: Sequence[RegistryConfig] | None = None,
+    allow_dirty: bool = True,
+    fetch_tags: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Plan:
+    """The plan for HEAD of the repository containing the config, in the current (or given) CI context."""
+    environ = os.environ if environ is None else environ
+    registries = tuple(registries) if registries is not None else planned_registries(config)
+    settings = config.pipeline
+    state = read_state(config.root, tag_prefix=settings.version.tag_prefix, fetch_tags=fetch_tags)
+    version = state.version
+    context = ci_context(
+        config.root, sha=state.sha, environ=environ, default_branch=settings.version.default_branch
+    )
+    releases = [release.version for release in state.releases]
+    source = "" if settings.labels.source else source_url(config.root, environ)
+    images = []
+    for image in settings.images:
+        labels = oci_labels(
+            image=image,
+            labels=settings.labels,
+            version=version,
+            revision=state.sha,
+            created=state.created,
+            source=source,
+        )
+        images.append(
+            ImagePlan(
+                name=image.name,
+                platforms=image.platforms,
+                version=str(version),
+                tags=compute_tags(version, releases, context, image.tags),
+                labels=labels,
+                annotations=oci_annotations(labels),
+            )
+        )
+    plan = Plan(
+        version=str(version),
+        revision=state.sha,
+        created=state.created,
+        dirty=state.dirty,
+        event=context.event,
+        images=tuple(images),
+        registries=registries,
+    )
+    if not allow_dirty:
+        require_clean(plan)
+    return plan
+
+
+def _print_human(plan: Plan, console: Console) -> None:
+    state = "dirty" if plan.dirty else "clean"
+    console.print(
+        f"version [bold]{plan.version}[/bold]  revision {plan.revision[:12]}  "
+        f"created {plan.created}  event {plan.event}  tree {state}"
+    )
+    references = Table(title="references", show_lines=True)
+    for column in ("image", "platforms", "registry", "references"):
+        references.add_column(column)
+    for image in plan.images:
+        for registry in plan.registries:
+            references.add_row(
+                image.name, "\n".join(image.platforms), registry.name, "\n".join(image.references(registry))
+            )
+    console.print(references)
+    labels = Table(title="labels")
+    for column in ("image", "label", "value"):
+        labels.add_column(column)
+    for image in plan.images:
+        for key, value in image.labels.items():
+            labels.add_row(image.name, key, value)
+    console.print(labels)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    plan = make_plan(config, fetch_tags=args.fetch_tags)
+    if args.json:
+        sys.stdout.write(json.dumps(plan.to_json(), indent=2) + "\n")
+    else:
+        _print_human(plan, Console())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="what a release would publish: version, references, platforms, labels (no side effects)",
+        description="Compute the version, image references and labels from git and the CI context.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument(
+        "--fetch-tags",
+        action="store_true",
+        help="fetch all tags (and unshallow a shallow clone) before planning",
+    )
+    parser.set_defaults(handler=_run)
