@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = False
-
-PYTHON = "3.11"
 
 
 def _provision_engine(session: nox.Session) -> None:
@@ -18,7 +15,7 @@ def _provision_engine(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "engine", "up")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests of the pure core and end-to-end tests against a real engine, registries and git repos."""
     session.install("-e", ".[test]")
@@ -26,7 +23,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict, the Dockerfile lint, and the GitHub workflow/action checks."""
     session.install("-e", ".[lint,test]", "nox")
@@ -34,11 +31,11 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("python", "-m", "pipeline", "lint")
-    if os.path.isdir(".github"):
+    if Path(".github").is_dir():
         session.run("python", "-m", "pipeline.github_lint")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def release(session: nox.Session) -> None:
     """Plan, build both platforms, push by digest, smoke-test every platform from every registry, promote."""
     session.install("-e", ".")
@@ -46,14 +43,14 @@ def release(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "release", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def plan(session: nox.Session) -> None:
     """What a release would publish (versions, tags, labels), with no side effects."""
     session.install("-e", ".")
     session.run("python", "-m", "pipeline", "plan", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print ratios against a baseline measured in the same run."""
     session.install("-e", ".[test]")

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,9 @@ def cache_settings(
     there is one to write to; otherwise the engine's own build cache, which the docker driver keeps anyway.
     """
     mode = build.cache
-    on_actions = environ.get("GITHUB_ACTIONS") == "true" and bool(environ.get("ACTIONS_CACHE_URL") or environ.get("ACTIONS_RESULTS_URL"))
+    on_actions = environ.get("GITHUB_ACTIONS") == "true" and bool(
+        environ.get("ACTIONS_CACHE_URL") or environ.get("ACTIONS_RESULTS_URL")
+    )
     if mode == "auto":
         mode = "gha" if on_actions else ("registry" if registries else "none")
     scope = image.name.replace("/", "-")
@@ -114,7 +117,9 @@ def cache_settings(
         ref = f"{registries[0].repository(image.name)}:buildcache"
         return ({"type": "registry", "ref": ref},), {"type": "registry", "ref": ref, "mode": "max"}
     if mode == "local":
-        directory = Path(environ.get("PIPELINE_CACHE_DIR", str(Path.home() / ".cache/image-pipeline"))) / scope
+        directory = (
+            Path(environ.get("PIPELINE_CACHE_DIR", str(Path.home() / ".cache/image-pipeline"))) / scope
+        )
         source = ({"type": "local", "src": str(directory)},) if (directory / "index.json").exists() else ()
         return source, {"type": "local", "dest": str(directory), "mode": "max"}
     if mode == "inline":
@@ -128,21 +133,34 @@ def _is_transient_build_error(error: BaseException) -> bool:
     text = f"{error.stderr or ''} {error.stdout or ''} {error}".lower()
     return any(
         marker in text
-        for marker in ("500 internal server error", "502 bad gateway", "503 service unavailable",
-                       "connection reset", "connection refused", "i/o timeout", "tls handshake timeout",
-                       "unexpected eof")
+        for marker in (
+            "500 internal server error",
+            "502 bad gateway",
+            "503 service unavailable",
+            "connection reset",
+            "connection refused",
+            "i/o timeout",
+            "tls handshake timeout",
+            "unexpected eof",
+        )
     )
 
 
 def build(
-    spec: BuildSpec, *, output_dir: Path | None = None, load_as: str | None = None, client: DockerClient = docker
+    spec: BuildSpec,
+    *,
+    output_dir: Path | None = None,
+    load_as: str | None = None,
+    client: DockerClient = docker,
 ) -> BuiltImage:
     """Build all platforms once. To an OCI layout in `output_dir` (for pushing), or loaded as `load_as`."""
     if (output_dir is None) == (load_as is None):
         raise ValueError("build() needs exactly one of output_dir and load_as")
     log.info("building %s for %s", spec.image, ", ".join(spec.platforms))
     started = time.monotonic()
-    metadata = (output_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"{spec.image.replace('/', '-')}.metadata.json"
+    metadata = (
+        output_dir or Path(tempfile.gettempdir())
+    ) / f"{spec.image.replace('/', '-')}.{os.getpid()}.metadata.json"
     if output_dir is not None:
         layout = output_dir / spec.image.replace("/", "-")
         output: dict[str, str] = {"type": "oci", "dest": str(layout), "tar": "false"}
@@ -183,7 +201,12 @@ def build(
     seconds = time.monotonic() - started
     log.info("built %s in %.1fs: %s", spec.image, seconds, digest)
     return BuiltImage(
-        image=spec.image, platforms=spec.platforms, layout=layout, index_digest=digest, seconds=seconds, loaded_as=load_as
+        image=spec.image,
+        platforms=spec.platforms,
+        layout=layout,
+        index_digest=digest,
+        seconds=seconds,
+        loaded_as=load_as,
     )
 
 
@@ -210,8 +233,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "build", help="build one image (all or one platform); with --push-by-digest, for native fan-out"
     )
     parser.add_argument("image", nargs="?", help="image name from the config (default: the only one)")
-    parser.add_argument("--platform", action="append", dest="platforms", help="build only this platform (repeatable)")
-    parser.add_argument("--push-by-digest", action="store_true", help="push to every registry by digest, tag nothing")
-    parser.add_argument("--digest-file", type=Path, help="write the pushed digest (JSON) here, for `pipeline merge`")
+    parser.add_argument(
+        "--platform", action="append", dest="platforms", help="build only this platform (repeatable)"
+    )
+    parser.add_argument(
+        "--push-by-digest", action="store_true", help="push to every registry by digest, tag nothing"
+    )
+    parser.add_argument(
+        "--digest-file", type=Path, help="write the pushed digest (JSON) here, for `pipeline merge`"
+    )
     parser.add_argument("--load", action="store_true", help="load the result into the local engine")
     parser.set_defaults(handler=run_build_command)

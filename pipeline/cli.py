@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--config", type=Path, default=None, help="pipeline.toml or pyproject.toml (default: found in the cwd)"
+        "--config",
+        type=Path,
+        default=None,
+        help="pipeline.toml or pyproject.toml (default: found in the cwd)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -97,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if args.verbose >= 2:
             raise
-        print(f"error: unexpected {type(error).__name__}: {error_line(error)} (rerun with -vv for the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(error).__name__}: {error_line(error)} (rerun with -vv for the traceback)",
+            file=sys.stderr,
+        )
         return 1

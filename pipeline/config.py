@@ -29,14 +29,27 @@ SUPPORTED_PLATFORMS = frozenset(
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 
 # The repository part of a reference, as the distribution spec defines path components.
-_REPOSITORY_NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+_REPOSITORY_NAME = re.compile(
+    r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$"
+)
 _REGISTRY_URL = re.compile(
     r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?(?P<namespace>(?:/[a-z0-9._-]+)*)$"
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-TagKind = Literal["semver", "major_minor", "major", "latest", "channel", "branch", "edge", "sha", "pr", "nightly"]
+TagKind = Literal[
+    "semver", "major_minor", "major", "latest", "channel", "branch", "edge", "sha", "pr", "nightly"
+]
 ALL_TAG_KINDS: tuple[TagKind, ...] = (
-    "semver", "major_minor", "major", "latest", "channel", "branch", "edge", "sha", "pr", "nightly",
+    "semver",
+    "major_minor",
+    "major",
+    "latest",
+    "channel",
+    "branch",
+    "edge",
+    "sha",
+    "pr",
+    "nightly",
 )
 
 
@@ -65,7 +78,9 @@ class ImageConfig(_Strict):
     build_args: dict[str, str] = Field(default_factory=dict)
     target: str | None = None
     description: str = ""
-    smoke: str | None = Field(default=None, description="container-structure-test YAML, relative to the config")
+    smoke: str | None = Field(
+        default=None, description="container-structure-test YAML, relative to the config"
+    )
     tags: TagsConfig = TagsConfig()
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -98,7 +113,9 @@ class ImageConfig(_Strict):
         # Build args end up in the image history for anyone who pulls it: secrets go through --secret.
         for key in value:
             if re.search(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY)", key, re.IGNORECASE):
-                raise ValueError(f"build arg {key!r} looks like a secret; build args are visible in the image")
+                raise ValueError(
+                    f"build arg {key!r} looks like a secret; build args are visible in the image"
+                )
         return value
 
     @property
@@ -149,7 +166,9 @@ class RegistryConfig(_Strict):
 
 
 class VersionConfig(_Strict):
-    tag_prefix: str = Field(default="v", description="release tags are PREFIX+X.Y.Z; X.Y.Z alone is accepted too")
+    tag_prefix: str = Field(
+        default="v", description="release tags are PREFIX+X.Y.Z; X.Y.Z alone is accepted too"
+    )
     default_branch: str | None = None
 
 
@@ -194,7 +213,10 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
-        for kind, names in (("images", [i.name for i in self.images]), ("registries", [r.name for r in self.registries])):
+        for kind, names in (
+            ("images", [i.name for i in self.images]),
+            ("registries", [r.name for r in self.registries]),
+        ):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: name {duplicates[0]!r} is declared twice")

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import http.client
 import json
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,7 +50,7 @@ class Manifest:
 
 
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]", maxsplit=1)[0] + "]"
     return name in ("localhost", "127.0.0.1", "[::1]") or name.startswith("127.")
 
 
@@ -64,7 +63,12 @@ def api_base(host: str, *, insecure: bool = False) -> str:
 
 class RegistryClient:
     def __init__(
-        self, host: str, credentials: Credentials | None = None, *, insecure: bool = False, name: str | None = None
+        self,
+        host: str,
+        credentials: Credentials | None = None,
+        *,
+        insecure: bool = False,
+        name: str | None = None,
     ) -> None:
         self.host = host
         self.name = name or host
@@ -76,7 +80,13 @@ class RegistryClient:
     # -- requests ------------------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, scope: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         def attempt() -> tuple[int, dict[str, str], bytes]:
             status, response_headers, data = self._send(method, path, scope, body, headers or {})
@@ -94,7 +104,9 @@ class RegistryClient:
         self, method: str, path: str, scope: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         url = path if path.startswith(("http://", "https://")) else self.base + path
-        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+        if not url.startswith(("http://", "https://")):
+            raise RegistryError(f"{self.name}: refusing to follow a non-HTTP location {url!r}")
+        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))  # noqa: S310
         if scope in self._tokens:
             request.add_header("Authorization", f"Bearer {self._tokens[scope]}")
         elif self._basic and self.credentials is not None:
@@ -104,8 +116,10 @@ class RegistryClient:
                 return int(response.status), _lower(response.headers.items()), response.read()
         except urllib.error.HTTPError as error:
             return error.code, _lower(error.headers.items()), error.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException) as error:
-            raise TransientError(f"{self.name}: {method} {self.base}{path}: {getattr(error, 'reason', error)}") from error
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
+            raise TransientError(
+                f"{self.name}: {method} {self.base}{path}: {getattr(error, 'reason', error)}"
+            ) from error
 
     def _authenticate(self, challenge: str, scope: str) -> bool:
         if self.credentials is None and not challenge.lower().startswith("bearer"):
@@ -118,12 +132,16 @@ class RegistryClient:
         if challenge.lower().startswith("bearer"):
             params = dict(
                 (key, value.strip('"'))
-                for key, value in (part.split("=", 1) for part in _split_challenge(challenge[len("bearer") :]))
+                for key, value in (
+                    part.split("=", 1) for part in _split_challenge(challenge[len("bearer") :])
+                )
             )
             if "realm" not in params or scope in self._tokens:
                 return False
+            if not params["realm"].startswith(("https://", "http://")):
+                raise RegistryError(f"{self.name}: token realm {params['realm']!r} is not an HTTP URL")
             query = {"service": params.get("service", ""), "scope": scope}
-            token_request = urllib.request.Request(f"{params['realm']}?{urllib.parse.urlencode(query)}")
+            token_request = urllib.request.Request(f"{params['realm']}?{urllib.parse.urlencode(query)}")  # noqa: S310
             if self.credentials is not None:
                 token_request.add_header("Authorization", _basic_header(self.credentials))
             try:
@@ -170,7 +188,10 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         status, headers, body = self._request(
-            "GET", f"/v2/{repository}/manifests/{reference}", f"repository:{repository}:pull", headers={"Accept": ACCEPT}
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            f"repository:{repository}:pull",
+            headers={"Accept": ACCEPT},
         )
         if status == 404:
             raise RegistryError(f"{self.name}: {self.host}/{repository}@{reference} does not exist")
@@ -193,7 +214,9 @@ class RegistryClient:
         return headers.get("docker-content-digest", manifest.digest)
 
     def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
-        status, _, body = self._request("GET", f"/v2/{repository}/blobs/{digest}", f"repository:{repository}:pull")
+        status, _, body = self._request(
+            "GET", f"/v2/{repository}/blobs/{digest}", f"repository:{repository}:pull"
+        )
         if status != 200:
             raise RegistryError(f"{self.name}: blob {repository}@{digest} answered {status}")
         parsed: dict[str, Any] = json.loads(body)
@@ -206,6 +229,15 @@ class RegistryClient:
             stored = self.put_manifest(repository, tag, manifest)
             if stored != digest:
                 raise RegistryError(f"{self.name}: {repository}:{tag} stored as {stored}, expected {digest}")
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of a repository (empty when the repository does not exist)."""
+        status, _, body = self._request("GET", f"/v2/{repository}/tags/list", f"repository:{repository}:pull")
+        if status == 404:
+            return []
+        if status != 200:
+            raise RegistryError(f"{self.name}: tag list of {repository} answered {status}")
+        return sorted(json.loads(body).get("tags") or [])
 
     def platform_digests(self, repository: str, index_digest: str) -> dict[str, str]:
         """platform ("linux/arm64", "linux/arm/v7") -> manifest digest, attestation manifests left out."""
@@ -271,13 +303,21 @@ class BlobUploader:
         if self.blob_exists(digest):
             return False
         status, headers, body = self.client._request(
-            "POST", f"/v2/{self.repository}/blobs/uploads/", self.scope, body=b"", headers={"Content-Length": "0"}
+            "POST",
+            f"/v2/{self.repository}/blobs/uploads/",
+            self.scope,
+            body=b"",
+            headers={"Content-Length": "0"},
         )
         if status != 202 or "location" not in headers:
-            raise RegistryError(f"{self.client.name}: starting an upload to {self.repository} answered {status}")
+            raise RegistryError(
+                f"{self.client.name}: starting an upload to {self.repository} answered {status}"
+            )
         location = urllib.parse.urljoin(self.client.base + "/", headers["location"])
         separator = "&" if "?" in location else "?"
-        path_and_query = location[len(self.client.base) :] if location.startswith(self.client.base) else location
+        path_and_query = (
+            location[len(self.client.base) :] if location.startswith(self.client.base) else location
+        )
         status, _, body = self.client._request(
             "PUT",
             f"{path_and_query}{separator}digest={urllib.parse.quote(digest)}",
@@ -319,7 +359,8 @@ class BlobUploader:
 
         index = json.loads((layout / "index.json").read_text())
         media_type = next(
-            (m["mediaType"] for m in index.get("manifests", []) if m["digest"] == index_digest), INDEX_TYPES[0]
+            (m["mediaType"] for m in index.get("manifests", []) if m["digest"] == index_digest),
+            INDEX_TYPES[0],
         )
         push_manifest(index_digest, media_type)
         return stats

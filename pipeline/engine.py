@@ -10,6 +10,7 @@ it says so (see `offline_base_notice`).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -79,7 +80,9 @@ def engine_status(required_platforms: tuple[str, ...] = REQUIRED_PLATFORMS) -> E
         status.platforms.extend(p for p in node.platforms or [] if p not in status.platforms)
     missing = [p for p in required_platforms if p not in status.platforms]
     if missing:
-        status.problems.append(f"the buildx builder cannot build {', '.join(missing)} (QEMU binfmt not enabled?)")
+        status.problems.append(
+            f"the buildx builder cannot build {', '.join(missing)} (QEMU binfmt not enabled?)"
+        )
     return status
 
 
@@ -184,7 +187,10 @@ def busybox_deb(arch: str, cache: Path) -> Path:
         f"-oDir::State::Lists={lists}",
         "-oAPT::Get::List-Cleanup=0",
     ]
-    for command in (["apt-get", *options, "update", "-qq"], ["apt-get", *options, "download", "busybox-static"]):
+    for command in (
+        ["apt-get", *options, "update", "-qq"],
+        ["apt-get", *options, "download", "busybox-static"],
+    ):
         result = subprocess.run(command, cwd=cache, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -204,7 +210,19 @@ def busybox_rootfs_tar(arch: str, cache: Path, destination: Path) -> Path:
         binary = unpacked / "bin" / "busybox"
         applets = _applet_paths(binary, arch, cache)
         with tarfile.open(destination, "w") as archive:
-            for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "tmp", "root", "home", "var", "var/www"):
+            for directory in (
+                "bin",
+                "sbin",
+                "usr",
+                "usr/bin",
+                "usr/sbin",
+                "etc",
+                "tmp",
+                "root",
+                "home",
+                "var",
+                "var/www",
+            ):
                 info = tarfile.TarInfo(directory)
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o1777 if directory == "tmp" else 0o755
@@ -218,9 +236,15 @@ def busybox_rootfs_tar(arch: str, cache: Path, destination: Path) -> Path:
                 link.linkname = "/bin/busybox"
                 archive.addfile(link)
             for name, text in (
-                ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+                (
+                    "etc/passwd",
+                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+                ),
                 ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-                ("etc/os-release", f'NAME="busybox stand-in"\nID=busybox\nPRETTY_NAME="{STAND_IN_DESCRIPTION}"\n'),
+                (
+                    "etc/os-release",
+                    f'NAME="busybox stand-in"\nID=busybox\nPRETTY_NAME="{STAND_IN_DESCRIPTION}"\n',
+                ),
             ):
                 data = text.encode()
                 info = tarfile.TarInfo(name)
@@ -240,9 +264,7 @@ def _applet_paths(binary: Path, arch: str, cache: Path) -> list[str]:
     raise EngineError(f"cannot list busybox applets for {arch} (is busybox-static installed?)")
 
 
-def _bytes_io(data: bytes) -> object:
-    import io
-
+def _bytes_io(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
 
 
@@ -283,7 +305,9 @@ def ensure_base_mirror() -> None:
     if marker.exists() and marker.read_text() == wanted:
         return
     for repository, tags in STAND_IN_REPOSITORIES.items():
-        log.warning("seeding %s/%s:%s with a busybox stand-in (not Alpine)", BASE_MIRROR_URL, repository, tags[0])
+        log.warning(
+            "seeding %s/%s:%s with a busybox stand-in (not Alpine)", BASE_MIRROR_URL, repository, tags[0]
+        )
         push_two_platform_busybox(f"{BASE_MIRROR_URL}/{repository}", tags, cache=ENGINE_STATE / "busybox")
     marker.write_text(wanted)
 
@@ -294,20 +318,27 @@ def ensure_base_mirror() -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.action == "up":
         status = ensure_engine(provision=not args.no_provision)
-        print(f"engine ready: Docker {status.server_version}, buildx {status.buildx_version}, "
-              f"platforms {' '.join(p for p in status.platforms if p in REQUIRED_PLATFORMS)}")
+        print(
+            f"engine ready: Docker {status.server_version}, buildx {status.buildx_version}, "
+            f"platforms {' '.join(p for p in status.platforms if p in REQUIRED_PLATFORMS)}"
+        )
         if offline_base_in_use(status):
             print(offline_base_notice())
         return 0
     status = engine_status()
-    print(json.dumps({
-        "ready": status.ready,
-        "server_version": status.server_version,
-        "buildx_version": status.buildx_version,
-        "platforms": status.platforms,
-        "offline_base": offline_base_in_use(status) if status.ready else False,
-        "problems": status.problems,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "ready": status.ready,
+                "server_version": status.server_version,
+                "buildx_version": status.buildx_version,
+                "platforms": status.platforms,
+                "offline_base": offline_base_in_use(status) if status.ready else False,
+                "problems": status.problems,
+            },
+            indent=2,
+        )
+    )
     return 0 if status.ready else 3
 
 

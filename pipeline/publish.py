@@ -54,7 +54,11 @@ def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None 
 
 def docker_host(registry: RegistryConfig) -> str:
     """The server name `docker login` wants (Docker Hub's is the default one)."""
-    return "docker.io" if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io") else registry.host
+    return (
+        "docker.io"
+        if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io")
+        else registry.host
+    )
 
 
 @contextlib.contextmanager
@@ -97,7 +101,9 @@ def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] |
 
         def login(credentials: Credentials = credentials, registry: RegistryConfig = registry) -> None:
             try:
-                docker.login(server=docker_host(registry), username=credentials.username, password=credentials.password)
+                docker.login(
+                    server=docker_host(registry), username=credentials.username, password=credentials.password
+                )
             except DockerException as error:
                 text = (error.stderr or "").lower()
                 if "unauthorized" in text or "denied" in text or "401" in text or "403" in text:
@@ -105,9 +111,15 @@ def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] |
                         f"registry {registry.name}: login refused; check {registry.username_env} and "
                         f"{registry.password_env}"
                     ) from None
-                raise RegistryError(f"registry {registry.name}: login failed: {_redacted_tail(error, credentials)}") from None
+                raise RegistryError(
+                    f"registry {registry.name}: login failed: {_redacted_tail(error, credentials)}"
+                ) from None
 
-        with_retries(login, f"login to {registry.name}", is_transient=lambda e: isinstance(e, RegistryError) and not isinstance(e, AuthError))
+        with_retries(
+            login,
+            f"login to {registry.name}",
+            is_transient=lambda e: isinstance(e, RegistryError) and not isinstance(e, AuthError),
+        )
         log.info("logged in to %s (%s) as %s", registry.name, registry.host, credentials.username)
 
 
@@ -154,9 +166,16 @@ def push_everywhere(
         seconds = time.monotonic() - started
         log.info(
             "pushed %s to %s: %d blobs sent, %d already there, %d manifests, %.1fs",
-            built.image, registry.name, stats.blobs_sent, stats.blobs_present, stats.manifests, seconds,
+            built.image,
+            registry.name,
+            stats.blobs_sent,
+            stats.blobs_present,
+            stats.manifests,
+            seconds,
         )
-        return RegistryPush(registry.name, registry.repository(built.image), built.index_digest, stats, seconds)
+        return RegistryPush(
+            registry.name, registry.repository(built.image), built.index_digest, stats, seconds
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, len(registries))) as pool:
         pushes = list(pool.map(push_one, registries))
@@ -233,13 +252,20 @@ def merge_platform_digests(
     for digest in platform_digests:
         manifest = client.get_manifest(repository, digest)
         if manifest.is_index:
-            raise RegistryError(f"{first.name}: {repository}@{digest} is already an index; give platform manifests")
+            raise RegistryError(
+                f"{first.name}: {repository}@{digest} is already an index; give platform manifests"
+            )
         config = client.get_blob_json(repository, manifest.document["config"]["digest"])
         platform = {"architecture": config["architecture"], "os": config["os"]}
         if config.get("variant"):
             platform["variant"] = config["variant"]
         descriptors.append(
-            {"mediaType": manifest.media_type, "digest": digest, "size": len(manifest.body), "platform": platform}
+            {
+                "mediaType": manifest.media_type,
+                "digest": digest,
+                "size": len(manifest.body),
+                "platform": platform,
+            }
         )
     descriptors.sort(key=lambda d: json.dumps(d["platform"], sort_keys=True))
     document: dict[str, object] = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": descriptors}
@@ -248,7 +274,9 @@ def merge_platform_digests(
     body = json.dumps(document, separators=(",", ":")).encode()
     import hashlib
 
-    index = Manifest(media_type=INDEX_TYPES[0], body=body, digest="sha256:" + hashlib.sha256(body).hexdigest())
+    index = Manifest(
+        media_type=INDEX_TYPES[0], body=body, digest="sha256:" + hashlib.sha256(body).hexdigest()
+    )
     for registry in registries:
         other = registry_client(registry, environ)
         other_repository = _repository_path(registry, image)
@@ -281,16 +309,33 @@ def run_build_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     image = config.image(_single_image(config, args.image))
     platforms = tuple(args.platforms) if args.platforms else image.platforms
+    unknown = [p for p in platforms if p not in image.platforms]
+    if unknown:
+        raise ConfigError(
+            f"--platform {unknown[0]}: image {image.name} declares only {', '.join(image.platforms)}"
+        )
+    spec = spec_for(config, image, platforms=platforms)  # checks context and Dockerfile before any work
     ensure_engine()
     if not args.push_by_digest:
-        built = build(spec_for(config, image, platforms=platforms), load_as=f"{image.name}:dev" if args.load else None,
-                      output_dir=None if args.load else Path(tempfile.mkdtemp(prefix="pipeline-build-")))
+        with tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
+            built = build(
+                spec,
+                load_as=f"{image.name}:dev" if args.load else None,
+                output_dir=None if args.load else Path(scratch),
+            )
         print(json.dumps({"image": image.name, "digest": built.index_digest, "platforms": list(platforms)}))
         return 0
     registries = ensure_registries(config)
+    spec = spec_for(
+        config,
+        image,
+        platforms=platforms,
+        registries=registries,
+        writable_cache_registry=bool(config.pipeline.registries),
+    )
     with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
         login_all(registries)
-        built = build(spec_for(config, image, platforms=platforms, registries=registries), output_dir=Path(scratch))
+        built = build(spec, output_dir=Path(scratch))
         published = push_everywhere(built, registries)
     # A single-platform build exported as OCI is still an index of one; the merge wants the manifest itself.
     result = {
@@ -317,14 +362,19 @@ def run_merge_command(args: argparse.Namespace) -> int:
         try:
             recorded = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:
-            raise ConfigError(f"{path}: not a digest file written by `pipeline build --digest-file` ({error})") from None
+            raise ConfigError(
+                f"{path}: not a digest file written by `pipeline build --digest-file` ({error})"
+            ) from None
         if recorded.get("image") != image.name:
             raise ConfigError(f"{path}: holds image {recorded.get('image')!r}, not {image.name!r}")
         digests.extend(recorded["platforms"].values())
     with isolated_docker_config():
         index_digest = merge_platform_digests(image.name, digests, registries)
-    result = {"image": image.name, "index_digest": index_digest,
-              "references": [f"{r.repository(image.name)}@{index_digest}" for r in registries]}
+    result = {
+        "image": image.name,
+        "index_digest": index_digest,
+        "references": [f"{r.repository(image.name)}@{index_digest}" for r in registries],
+    }
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
@@ -332,10 +382,10 @@ def run_merge_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("merge", help="join per-platform digests (from `build --digest-file`) into one index")
+    parser = subparsers.add_parser(
+        "merge", help="join per-platform digests (from `build --digest-file`) into one index"
+    )
     parser.add_argument("digest_files", nargs="+", type=Path, metavar="DIGEST_FILE")
     parser.add_argument("--image", help="image name from the config (default: the only one)")
     parser.add_argument("--output", type=Path, help="write the merged index digest (JSON) here")
     parser.set_defaults(handler=run_merge_command)
-
-

@@ -40,7 +40,11 @@ _READY_TIMEOUT = 20.0
 
 def state_home() -> Path:
     """Where the embedded registry keeps its data between runs (survives reboots; not in the repo)."""
-    base = os.environ.get("PIPELINE_STATE_DIR") or os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    base = (
+        os.environ.get("PIPELINE_STATE_DIR")
+        or os.environ.get("XDG_STATE_HOME")
+        or str(Path.home() / ".local/state")
+    )
     return Path(base) / "image-pipeline"
 
 
@@ -65,7 +69,7 @@ def free_port(preferred: int | None = None) -> int:
 def registry_answers(url: str, timeout: float = 2.0) -> bool:
     """True when a distribution registry answers /v2/ at host:port (401 counts: it is there, it wants auth)."""
     try:
-        with urllib.request.urlopen(f"http://{url}/v2/", timeout=timeout) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(f"http://{url}/v2/", timeout=timeout) as response:
             return int(response.status) == 200
     except urllib.error.HTTPError as error:
         return error.code == 401

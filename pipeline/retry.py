@@ -34,7 +34,7 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Backoff before try `attempt + 1` (attempt counts from 1), with jitter so parallel pushes spread out."""
         base = min(self.max_delay, self.first_delay * (2 ** (attempt - 1)))
-        return base * (0.75 + random.random() / 2)
+        return float(base * (0.75 + random.random() / 2))
 
 
 def with_retries(

@@ -1,0 +1,75 @@
+"""GitHub Actions: step outputs, the job summary, log masking and annotations. No-ops elsewhere."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pipeline.config import RegistryConfig
+from pipeline.report import ReleaseReport, smoke_rows
+
+
+def on_actions(environ: Mapping[str, str]) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true"
+
+
+def mask_secrets(registries: Sequence[RegistryConfig], environ: Mapping[str, str]) -> None:
+    """`::add-mask::` every password the config points to, before anything could print it."""
+    if not on_actions(environ):
+        return
+    for registry in registries:
+        if registry.password_env and environ.get(registry.password_env):
+            print(f"::add-mask::{environ[registry.password_env]}")
+
+
+def annotation(level: str, message: str, *, file: str | None = None, line: int | None = None) -> str:
+    """A workflow command that GitHub shows on the file and line (`level`: error, warning, notice)."""
+    where = ",".join(
+        part for part in (f"file={file}" if file else "", f"line={line}" if line else "") if part
+    )
+    escaped = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"::{level} {where}::{escaped}" if where else f"::{level}::{escaped}"
+
+
+def _append_output(path: Path, name: str, value: str) -> None:
+    # The heredoc form survives newlines in the value; a random delimiter cannot collide with it.
+    delimiter = f"ghadelimiter_{secrets.token_hex(8)}"
+    with path.open("a") as handle:
+        handle.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+
+
+def summary_markdown(report: ReleaseReport) -> str:
+    lines = [
+        f"### Release {report.version} — {report.status}",
+        "",
+        "| image | platform | registry | digest | smoke |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for outcome in report.images:
+        for registry, platform, digest, result in smoke_rows(outcome) or [
+            ("-", "-", outcome.index_digest or "-", "not run")
+        ]:
+            lines.append(f"| {outcome.name} | {platform} | {registry} | `{digest}` | {result} |")
+    moved = report.tags
+    lines += ["", "**Tags moved:** " + (", ".join(f"`{ref}`" for ref in moved) if moved else "none")]
+    if report.failure:
+        lines += ["", f"**Not promoted:** {report.failure}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_github_outputs(report: ReleaseReport, environ: Mapping[str, str]) -> None:
+    import json
+
+    output = environ.get("GITHUB_OUTPUT")
+    if output:
+        path = Path(output)
+        _append_output(path, "version", report.version)
+        _append_output(path, "tags", "\n".join(report.tags))
+        first_digest = next((image.index_digest for image in report.images if image.index_digest), "")
+        _append_output(path, "digest", first_digest or "")
+        _append_output(path, "json", json.dumps(report.to_json(), separators=(",", ":")))
+    summary = environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a") as handle:
+            handle.write(summary_markdown(report))

@@ -1,0 +1,255 @@
+"""The release gate: plan, build once, push by digest everywhere, smoke-test every platform from every
+registry, and only then move the human tags onto the tested digest. Then report.
+
+A run that fails at any step leaves no human tag on an untested digest: until `promote` nothing is tagged,
+and the report says what was pushed where, so that a rerun (same commit, same digest) completes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.build import build, spec_for
+from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.engine import (
+    STAND_IN_DESCRIPTION,
+    STAND_IN_LABEL,
+    ensure_engine,
+    offline_base_in_use,
+    offline_base_notice,
+)
+from pipeline.errors import PipelineError, SmokeError
+from pipeline.github import mask_secrets, write_github_outputs
+from pipeline.plan import ImagePlan, Plan, make_plan
+from pipeline.publish import isolated_docker_config, login_all, promote, push_everywhere
+from pipeline.registry import ensure_registries, planned_registries
+from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
+from pipeline.smoke import SmokeTarget, run_smoke
+
+log = logging.getLogger(__name__)
+DEFAULT_REPORT = Path("release.json")
+
+
+def _epoch(created: str) -> str | None:
+    """SOURCE_DATE_EPOCH from the commit time, so that rebuilding a commit gives the same digest."""
+    try:
+        return str(int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()))
+    except ValueError:
+        return None
+
+
+def _build_args(plan: Plan) -> dict[str, str]:
+    epoch = _epoch(plan.created)
+    return {"SOURCE_DATE_EPOCH": epoch} if epoch else {}
+
+
+def _labels(image_plan: ImagePlan, stand_in: bool) -> dict[str, str]:
+    labels = dict(image_plan.labels)
+    if stand_in:
+        labels[STAND_IN_LABEL] = STAND_IN_DESCRIPTION
+    return labels
+
+
+def dry_run(config: LoadedConfig, plan: Plan) -> ReleaseReport:
+    report = ReleaseReport.start(plan, mode="dry-run")
+    for image_plan in plan.images:
+        outcome = report.add_image(image_plan.name)
+        outcome.planned_tags = {r.name: image_plan.references(r) for r in plan.registries}
+        print(
+            f"would build {image_plan.name} for {', '.join(image_plan.platforms)} from {config.dockerfile_path(config.image(image_plan.name))}"
+        )
+        for registry in plan.registries:
+            print(f"would push it by digest to {registry.name} ({registry.repository(image_plan.name)})")
+        for registry in plan.registries:
+            for platform in image_plan.platforms:
+                print(f"would pull and smoke-test {registry.name} {platform}")
+        for registry in plan.registries:
+            print(f"then would tag in {registry.name}: {', '.join(image_plan.tags)}")
+    report.finish("dry-run")
+    return report
+
+
+def release(
+    config: LoadedConfig,
+    *,
+    images: list[str] | None = None,
+    allow_dirty: bool = False,
+    fetch_tags: bool = False,
+    no_push: bool = False,
+    dry: bool = False,
+    report_path: Path | None = DEFAULT_REPORT,
+    environ: Mapping[str, str] | None = None,
+) -> ReleaseReport:
+    environ = os.environ if environ is None else environ
+    started = time.monotonic()
+    mask_secrets(config.pipeline.registries, environ)
+    if dry:
+        plan = make_plan(
+            config,
+            registries=planned_registries(config),
+            allow_dirty=True,
+            fetch_tags=fetch_tags,
+            environ=environ,
+        )
+        return dry_run(config, _only(plan, images))
+    status = ensure_engine()
+    registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
+    plan = _only(
+        make_plan(
+            config,
+            registries=registries or planned_registries(config),
+            allow_dirty=allow_dirty,
+            fetch_tags=fetch_tags,
+            environ=environ,
+        ),
+        images,
+    )
+    report = ReleaseReport.start(plan, mode="local" if no_push else "publish")
+    report.timings["plan"] = time.monotonic() - started
+    stand_in = offline_base_in_use(status)
+    if stand_in:
+        log.warning(offline_base_notice())
+    try:
+        with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
+            if not no_push:
+                login_all(registries, environ)
+            for image_plan in plan.images:
+                _release_image(
+                    config, plan, image_plan, registries, report, Path(scratch), stand_in, no_push, environ
+                )
+        report.finish("local" if no_push else "published")
+    except BaseException as error:
+        report.finish("interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
+        raise
+    finally:
+        report.timings["total"] = time.monotonic() - started
+        if report_path is not None:
+            report.write(report_path)
+        write_github_outputs(report, environ)
+        print_release_table(report)
+    return report
+
+
+def _only(plan: Plan, images: list[str] | None) -> Plan:
+    if not images:
+        return plan
+    wanted = [i for i in plan.images if i.name in images or i.name.rsplit("/", 1)[-1] in images]
+    unknown = set(images) - {i.name for i in wanted} - {i.name.rsplit("/", 1)[-1] for i in wanted}
+    if unknown:
+        raise PipelineError(f"--image {sorted(unknown)[0]!r} is not declared in the config")
+    return dataclasses.replace(plan, images=tuple(wanted))
+
+
+def _release_image(
+    config: LoadedConfig,
+    plan: Plan,
+    image_plan: ImagePlan,
+    registries: tuple[RegistryConfig, ...],
+    report: ReleaseReport,
+    scratch: Path,
+    stand_in: bool,
+    no_push: bool,
+    environ: Mapping[str, str],
+) -> None:
+    image = config.image(image_plan.name)
+    outcome: ImageOutcome = report.add_image(image.name)
+    outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
+    spec = spec_for(
+        config,
+        image,
+        platforms=image_plan.platforms,
+        labels=_labels(image_plan, stand_in),
+        annotations=image_plan.annotations,
+        extra_build_args=_build_args(plan),
+        registries=registries,
+        writable_cache_registry=bool(config.pipeline.registries),
+    )
+    step = time.monotonic()
+    local_tag = f"{image.name}:{image_plan.tags[0] if image_plan.tags else 'dev'}"
+    built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
+    outcome.index_digest = built.index_digest
+    report.add_timing("build", time.monotonic() - step)
+
+    if no_push:
+        targets = [
+            SmokeTarget(image.name, "docker", local_tag, p, config.smoke_path(image))
+            for p in image_plan.platforms
+        ]
+    else:
+        step = time.monotonic()
+        published = push_everywhere(built, registries, environ)
+        report.add_timing("push", time.monotonic() - step)
+        outcome.platform_digests = published.platform_digests
+        outcome.pushed = {push.registry: push.reference for push in published.pushes}
+        targets = [
+            SmokeTarget(
+                image.name,
+                registry.name,
+                f"{registry.repository(image.name)}@{built.index_digest}",
+                platform,
+                config.smoke_path(image),
+            )
+            for registry in registries
+            for platform in image_plan.platforms
+        ]
+    step = time.monotonic()
+    smoke_report = run_smoke(
+        targets, timeout=config.pipeline.smoke.timeout, pull=not no_push, on_progress=log.info
+    )
+    report.add_timing("smoke", time.monotonic() - step)
+    outcome.smoke = smoke_report.to_json()
+    outcome.smoke_passed = smoke_report.passed
+    if not smoke_report.passed:
+        raise SmokeError(
+            f"smoke tests of {image.name} failed ({smoke_report.summary()}); no tag was moved, the untagged "
+            f"digest {built.index_digest} stays for inspection"
+        )
+    if no_push:
+        return
+    step = time.monotonic()
+    for promotion in promote(image.name, built.index_digest, image_plan.tags, registries, environ):
+        outcome.tags_moved[promotion.registry] = [f"{promotion.repository}:{tag}" for tag in promotion.tags]
+    report.add_timing("promote", time.monotonic() - step)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    report = release(
+        config,
+        images=args.image,
+        allow_dirty=args.allow_dirty,
+        fetch_tags=args.fetch_tags,
+        no_push=args.no_push,
+        dry=args.dry_run,
+        report_path=None if args.dry_run else args.report,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "release", help="plan, build, push by digest, smoke-test every platform from every registry, then tag"
+    )
+    parser.add_argument("--image", action="append", help="only this image (repeatable; default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would happen; touch nothing")
+    parser.add_argument("--no-push", action="store_true", help="build, load locally and smoke-test locally")
+    parser.add_argument(
+        "--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes"
+    )
+    parser.add_argument(
+        "--fetch-tags", action="store_true", help="fetch git tags first (shallow CI checkouts)"
+    )
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the JSON report")
+    parser.add_argument("--json", action="store_true", help="also print the report as JSON on stdout")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,141 @@
+"""What a run did: `release.json` for machines, a table for people.
+
+The report is written even when the run fails, so that it says what was pushed where (by digest) and which
+tags moved, if any: a rerun of the same commit completes the work.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.plan import Plan
+
+
+@dataclass
+class ImageOutcome:
+    name: str
+    index_digest: str | None = None
+    platform_digests: dict[str, str] = field(default_factory=dict)
+    pushed: dict[str, str] = field(default_factory=dict)  # registry -> repo@digest
+    planned_tags: dict[str, list[str]] = field(default_factory=dict)  # registry -> full references
+    tags_moved: dict[str, list[str]] = field(default_factory=dict)  # registry -> full references
+    smoke: dict[str, Any] | None = None
+    smoke_passed: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "index_digest": self.index_digest,
+            "platforms": self.platform_digests,
+            "registries": [
+                {
+                    "name": registry,
+                    "reference": self.pushed.get(registry),
+                    "tags_planned": planned,
+                    "tags_moved": self.tags_moved.get(registry, []),
+                }
+                for registry, planned in self.planned_tags.items()
+            ],
+            "smoke": self.smoke,
+            "smoke_passed": self.smoke_passed,
+        }
+
+
+@dataclass
+class ReleaseReport:
+    version: str
+    revision: str
+    mode: str
+    started_at: str
+    status: str = "running"
+    failure: str | None = None
+    images: list[ImageOutcome] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, plan: Plan, *, mode: str) -> ReleaseReport:
+        return cls(
+            version=plan.version,
+            revision=plan.revision,
+            mode=mode,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def add_image(self, name: str) -> ImageOutcome:
+        outcome = ImageOutcome(name)
+        self.images.append(outcome)
+        return outcome
+
+    def add_timing(self, step: str, seconds: float) -> None:
+        self.timings[step] = self.timings.get(step, 0.0) + seconds
+
+    def finish(self, status: str, error: BaseException | None = None) -> None:
+        self.status = status
+        if error is not None:
+            lines = str(error).strip().splitlines()
+            self.failure = lines[0] if lines else "".join(traceback.format_exception_only(error)).strip()
+
+    @property
+    def tags(self) -> list[str]:
+        return [ref for image in self.images for refs in image.tags_moved.values() for ref in refs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "revision": self.revision,
+            "mode": self.mode,
+            "status": self.status,
+            "failure": self.failure,
+            "started_at": self.started_at,
+            "images": [image.to_json() for image in self.images],
+            "tags_moved": self.tags,
+            "timings": {key: round(value, 3) for key, value in self.timings.items()},
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str]]:
+    """(registry, platform, digest, result) for every smoke target of an image."""
+    rows: list[tuple[str, str, str, str]] = []
+    for target in (outcome.smoke or {}).get("targets", []):
+        platform = str(target.get("platform", ""))
+        digest = outcome.platform_digests.get(platform, outcome.index_digest or "")
+        rows.append(
+            (
+                str(target.get("registry", "")),
+                platform,
+                digest,
+                "passed" if target.get("passed") else "FAILED",
+            )
+        )
+    return rows
+
+
+def print_release_table(report: ReleaseReport, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"release {report.version} ({report.status})")
+    for column in ("image", "platform", "registry", "digest", "smoke"):
+        table.add_column(column, overflow="fold")
+    for outcome in report.images:
+        rows = smoke_rows(outcome)
+        if not rows:
+            table.add_row(outcome.name, "-", "-", outcome.index_digest or "-", "not run")
+        for registry, platform, digest, result in rows:
+            table.add_row(outcome.name, platform, registry, digest, result)
+    console.print(table)
+    for outcome in report.images:
+        for registry, moved in outcome.tags_moved.items():
+            console.print(f"tagged in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}")
+    if report.failure:
+        console.print(f"[bold red]not promoted:[/] {report.failure}")

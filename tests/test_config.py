@@ -1,0 +1,120 @@
+"""Config loading: every kind of bad input is one line naming the file and the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEFAULT_PLATFORMS, load_config
+from pipeline.errors import ConfigError
+
+VALID = """
+[[images]]
+name = "acme/hello"
+context = "app"
+
+[[registries]]
+name = "hub"
+url = "docker.io/acme"
+username_env = "HUB_USER"
+password_env = "HUB_TOKEN"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "pipeline.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_has_defaults(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, VALID))
+    image = loaded.pipeline.images[0]
+    assert image.platforms == DEFAULT_PLATFORMS
+    assert loaded.dockerfile_path(image) == tmp_path / "app" / "Dockerfile"
+    registry = loaded.pipeline.registries[0]
+    assert (registry.host, registry.namespace) == ("docker.io", "acme")
+    assert registry.repository("acme/hello") == "docker.io/acme/acme/hello"
+
+
+def test_pyproject_tool_section(tmp_path: Path) -> None:
+    write(tmp_path, '[project]\nname = "x"\n\n[[tool.pipeline.images]]\nname = "x"\n', "pyproject.toml")
+    assert load_config(cwd=tmp_path).pipeline.images[0].name == "x"
+
+
+def test_pipeline_toml_wins_over_pyproject(tmp_path: Path) -> None:
+    write(tmp_path, '[[tool.pipeline.images]]\nname = "from-pyproject"\n', "pyproject.toml")
+    write(tmp_path, '[[images]]\nname = "from-pipeline-toml"\n')
+    assert load_config(cwd=tmp_path).pipeline.images[0].name == "from-pipeline-toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[[images]]\nname = "x"\ncontxt = "."\n', "images[0].contxt: unknown key"),
+        ('[[images]]\nname = "x"\nplatforms = "linux/amd64"\n', "images[0].platforms: wrong type"),
+        (
+            '[[images]]\nname = "x"\nplatforms = ["linux/sparc"]\n',
+            "images[0].platforms: unknown platform 'linux/sparc'",
+        ),
+        ('[[images]]\nname = "Hello World"\n', "images[0].name: 'Hello World' is not a valid image name"),
+        (
+            '[[images]]\nname = "x"\nbuild_args = { API_TOKEN = "x" }\n',
+            "build arg 'API_TOKEN' looks like a secret",
+        ),
+        ("images = []\n", "images: "),
+        ("", "images: required key is missing"),
+        (
+            '[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "https://r.io"\n',
+            "registries[0].url: 'https://r.io'",
+        ),
+        (
+            '[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "r.io"\npassword_env = "hunter2 secret"\n',
+            "must name an environment variable",
+        ),
+        (
+            '[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "r.io"\npassword_env = "P"\n',
+            "set both username_env and password_env",
+        ),
+        ('[[images]]\nname = "x"\n[[images]]\nname = "x"\n', "name 'x' is declared twice"),
+        ("[[images]\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert expected in message
+
+
+def test_pyproject_errors_name_the_tool_table(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tool.pipeline.images]]\nname = "x"\nbogus = 1\n', "pyproject.toml")
+    with pytest.raises(ConfigError, match=r"tool\.pipeline\.images\[0\]\.bogus: unknown key"):
+        load_config(path)
+
+
+def test_missing_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no pipeline\.toml"):
+        load_config(cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[images]]\nname = "x"\nplatforms = ["linux/sparc"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--config", str(path), "plan"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "linux/sparc" in result.stderr and str(path) in result.stderr

@@ -1,0 +1,200 @@
+"""The walking skeleton end to end: a real git repo, a real engine, two real registries (one with auth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.distribution import RegistryClient
+from pipeline.registry import Credentials
+from tests.fixtures.registries import TestRegistry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "acme/hello"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z",
+        "GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z",
+    }
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def make_project(tmp_path: Path, base_image: str, registries: str, smoke: str | None = None) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / "Dockerfiles" / "hello", project / "hello")
+    if smoke is not None:
+        (project / "hello" / "smoke.yaml").write_text(smoke)
+    (project / "pipeline.toml").write_text(
+        f"""
+[labels]
+source = "https://example.invalid/acme/hello"
+licenses = "MIT"
+
+[[images]]
+name = "{IMAGE}"
+context = "hello"
+build_args = {{ BASE = "{base_image}" }}
+{registries}
+"""
+    )
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "hello")
+    git(project, "tag", "v1.2.3")
+    return project
+
+
+def registries_toml(open_registry: TestRegistry, auth_registry: TestRegistry) -> str:
+    return f"""
+[[registries]]
+name = "hub"
+url = "{auth_registry.url}/acme"
+username_env = "TEST_HUB_USER"
+password_env = "TEST_HUB_TOKEN"
+
+[[registries]]
+name = "private"
+url = "{open_registry.url}"
+"""
+
+
+def run_pipeline(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "--config", str(project / "pipeline.toml"), *args],
+        cwd=project,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+
+
+@pytest.mark.engine
+def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry, auth_registry: TestRegistry
+) -> None:
+    project = make_project(tmp_path, base_image, registries_toml(open_registry, auth_registry))
+    secret_env = {"TEST_HUB_USER": auth_registry.username, "TEST_HUB_TOKEN": auth_registry.password}
+    result = run_pipeline(project, "release", env=secret_env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert auth_registry.password not in output
+
+    report = json.loads((project / "release.json").read_text())
+    assert report["status"] == "published" and report["version"] == "1.2.3"
+    (image,) = report["images"]
+    digest = image["index_digest"]
+    assert set(image["platforms"]) == {"linux/amd64", "linux/arm64"}
+    smoke_targets = {(t["registry"], t["platform"]) for t in image["smoke"]["targets"] if t["passed"]}
+    assert smoke_targets == {(r, p) for r in ("hub", "private") for p in ("linux/amd64", "linux/arm64")}
+    for line in ("linux/amd64", "linux/arm64", "hub", "private", "passed"):
+        assert line in result.stdout
+
+    hub = RegistryClient(auth_registry.url, Credentials(auth_registry.username, auth_registry.password))
+    private = RegistryClient(open_registry.url)
+    for client, repository in ((hub, f"acme/{IMAGE}"), (private, IMAGE)):
+        assert client.manifest_digest(repository, digest) == digest
+        tags = client.tags(repository)
+        assert {"1.2.3", "1.2", "1", "latest"} <= set(tags), tags
+        for tag in tags:
+            assert client.manifest_digest(repository, tag) == digest
+    planned = {r["name"]: sorted(r["tags_planned"]) for r in image["registries"]}
+    moved = {r["name"]: sorted(r["tags_moved"]) for r in image["registries"]}
+    assert planned == moved
+
+    # Independently of the smoke runner: each platform, pulled by tag, reports its own architecture.
+    for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        reference = f"{open_registry.url}/{IMAGE}:1.2.3"
+        out = subprocess.run(
+            ["docker", "run", "--rm", "--pull", "always", "--platform", platform, reference],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert out.strip() == f"hello from {arch}"
+
+
+@pytest.mark.engine
+def test_rerun_of_the_same_commit_gives_the_same_digest(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    project = make_project(
+        tmp_path, base_image, f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/rerun"\n'
+    )
+    digests = []
+    for _ in range(2):
+        result = run_pipeline(project, "release")
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        digests.append(json.loads((project / "release.json").read_text())["images"][0]["index_digest"])
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.engine
+def test_failed_smoke_moves_no_tag(tmp_path: Path, base_image: str, open_registry: TestRegistry) -> None:
+    failing = 'schemaVersion: 2.0.0\ncommandTests:\n  - name: wrong greeting\n    command: /app/hello.sh\n    expectedOutput: ["^bonjour"]\n'
+    project = make_project(
+        tmp_path,
+        base_image,
+        f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/failing"\n',
+        smoke=failing,
+    )
+    result = run_pipeline(project, "release")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "no tag was moved" in result.stderr
+    report = json.loads((project / "release.json").read_text())
+    assert report["status"] == "failed"
+    image = report["images"][0]
+    assert image["registries"][0]["reference"].endswith(image["index_digest"])
+    assert RegistryClient(open_registry.url).tags(f"failing/{IMAGE}") == []
+
+
+def test_missing_dockerfile_is_one_line(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pipeline.toml").write_text('[[images]]\nname = "x"\ncontext = "."\n')
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "x")
+    result = run_pipeline(project, "release", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    result = run_pipeline(project, "build", "x", "--load")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Dockerfile" in line and "does not exist" in line
+
+
+@pytest.mark.engine
+def test_unreachable_registry_is_one_line_and_tags_nothing(tmp_path: Path, base_image: str) -> None:
+    from pipeline.registry import free_port
+
+    project = make_project(
+        tmp_path, base_image, f'[[registries]]\nname = "gone"\nurl = "127.0.0.1:{free_port()}"\n'
+    )
+    result = run_pipeline(
+        project, "release", env={"PIPELINE_RETRY_ATTEMPTS": "2", "PIPELINE_RETRY_FIRST_DELAY": "0.1"}
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gone" in errors[0], result.stderr
