@@ -1,0 +1,108 @@
+"""Registry servers and the embedded local registry, for real on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.distribution import RegistryClient
+from pipeline.errors import AuthError, RegistryError
+from pipeline.registry import (
+    Credentials,
+    RegistryServer,
+    free_port,
+    local_registry_down,
+    local_registry_state,
+    local_registry_up,
+    planned_registries,
+    registry_answers,
+)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    yield tmp_path / "state"
+    local_registry_down()
+
+
+def test_open_server_answers_and_stops(tmp_path: Path) -> None:
+    server = RegistryServer(directory=tmp_path, port=free_port()).start()
+    try:
+        assert registry_answers(server.url)
+        assert RegistryClient(server.url).tags("nothing/here") == []
+    finally:
+        server.stop()
+    assert not registry_answers(server.url)
+
+
+def test_auth_server_refuses_wrong_password(tmp_path: Path) -> None:
+    server = RegistryServer(directory=tmp_path, port=free_port(), credentials=Credentials("u", "right")).start()
+    try:
+        assert RegistryClient(server.url, Credentials("u", "right")).tags("x") == []
+        with pytest.raises(AuthError, match="refused the credentials"):
+            RegistryClient(server.url, Credentials("u", "wrong")).tags("x")
+        with pytest.raises(AuthError, match="wants credentials"):
+            RegistryClient(server.url).tags("x")
+        assert "right" not in (tmp_path / "htpasswd").read_text()
+    finally:
+        server.stop()
+
+
+def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(RegistryError, match=f"port {port} on 127.0.0.1 is taken"):
+            RegistryServer(directory=tmp_path, port=port).start()
+
+
+def test_local_registry_moves_off_a_taken_port_and_says_so(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        state = local_registry_up(taken)
+    assert state.port != taken
+    assert f"port {taken} is taken" in caplog.text
+    assert local_registry_state() == state
+    assert local_registry_up(taken) == state  # reused, not a second one
+    assert local_registry_down()
+    assert local_registry_state() is None
+
+
+def test_planned_registries_follow_the_running_local_registry(state_dir: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "pipeline.toml"
+    config_file.write_text('[[images]]\nname = "x"\n[local_registry]\nport = 5999\n')
+    config = load_config(config_file)
+    assert planned_registries(config)[0].url == "127.0.0.1:5999"
+    state = local_registry_up(free_port())
+    assert planned_registries(config)[0].url == state.url
+
+
+def test_registry_cli_up_status_down(state_dir: Path) -> None:
+    env = {**os.environ, "PIPELINE_STATE_DIR": str(state_dir)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "registry", *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    port = free_port()
+    up = cli("up", "--port", str(port))
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == f"127.0.0.1:{port}"
+    assert cli("status").stdout.startswith(f"running on 127.0.0.1:{port}")
+    assert cli("down").returncode == 0
+    status = cli("status")
+    assert status.returncode == 3 and status.stdout.strip() == "not running"
