@@ -43,14 +43,13 @@ def summary_markdown(report: ReleaseReport) -> str:
     lines = [
         f"### Release {report.version} — {report.status}",
         "",
-        "| image | platform | registry | digest | smoke |",
-        "| --- | --- | --- | --- | --- |",
+        "| image | platform | registry | digest | runs as | smoke |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for outcome in report.images:
-        for registry, platform, digest, result in smoke_rows(outcome) or [
-            ("-", "-", outcome.index_digest or "-", "not run")
-        ]:
-            lines.append(f"| {outcome.name} | {platform} | {registry} | `{digest}` | {result} |")
+        rows = smoke_rows(outcome) or [("-", "-", outcome.index_digest or "-", "-", "not run")]
+        for registry, platform, digest, reported, result in rows:
+            lines.append(f"| {outcome.name} | {platform} | {registry} | `{digest}` | {reported} | {result} |")
     moved = report.tags
     lines += ["", "**Tags moved:** " + (", ".join(f"`{ref}`" for ref in moved) if moved else "none")]
     if report.failure:

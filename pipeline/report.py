@@ -122,18 +122,26 @@ def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def short_digest(digest: str) -> str:
+    """Enough of a digest to tell images apart in a table; the JSON report has it whole."""
+    return digest[: len("sha256:") + 12] if digest.startswith("sha256:") else digest
+
+
 def print_release_table(report: ReleaseReport, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"release {report.version} ({report.status})")
-    for column in ("image", "platform", "registry", "digest", "smoke"):
+    for column in ("image", "platform", "registry", "digest", "runs as", "smoke"):
         table.add_column(column, overflow="fold")
     for outcome in report.images:
         rows = smoke_rows(outcome)
         if not rows:
-            table.add_row(outcome.name, "-", "-", outcome.index_digest or "-", "not run")
-        for registry, platform, digest, result in rows:
-            table.add_row(outcome.name, platform, registry, digest, result)
+            table.add_row(outcome.name, "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run")
+        for registry, platform, digest, reported, result in rows:
+            table.add_row(outcome.name, platform, registry, short_digest(digest), reported, result)
     console.print(table)
+    for outcome in report.images:
+        if outcome.index_digest:
+            console.print(f"{outcome.name} index digest: {outcome.index_digest}")
     for outcome in report.images:
         for registry, moved in outcome.tags_moved.items():
             console.print(f"tagged in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}")
