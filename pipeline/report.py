@@ -105,20 +105,22 @@ class ReleaseReport:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
-def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str]]:
-    """(registry, platform, digest, result) for every smoke target of an image."""
-    rows: list[tuple[str, str, str, str]] = []
+def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str, str]]:
+    """(registry, platform, digest, architecture the container reported, result) for every smoke target."""
+    rows: list[tuple[str, str, str, str, str]] = []
     for target in (outcome.smoke or {}).get("targets", []):
         platform = str(target.get("platform", ""))
         digest = outcome.platform_digests.get(platform, outcome.index_digest or "")
-        rows.append(
+        reported = next(
             (
-                str(target.get("registry", "")),
-                platform,
-                digest,
-                "passed" if target.get("passed") else "FAILED",
-            )
+                str(c.get("stdout", "")).strip()
+                for c in target.get("checks", [])
+                if c.get("kind") == "platform"
+            ),
+            "-",
         )
+        result = "passed" if target.get("passed") else "FAILED"
+        rows.append((str(target.get("registry", "")), platform, digest, reported or "-", result))
     return rows
 
 
