@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.engine",
     "tests.fixtures.registries",
     "tests.fixtures.gitrepos",
+    "tests.fixtures.faultproxy",
 ]
