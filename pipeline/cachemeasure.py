@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,8 +167,13 @@ def choose_source_file(dockerfile: Dockerfile, context: Path) -> str:
     )
 
 
-def change_file(path: Path, note: str = "cache probe") -> None:
-    """Append one line in the file's own comment syntax, so the change is a realistic one-line edit."""
+def change_file(path: Path, note: str | None = None) -> None:
+    """Append one line in the file's own comment syntax, so the change is a realistic one-line edit.
+
+    The line is unique per call: a repeated probe with the same text would find its own earlier result in
+    BuildKit's cache and report everything as reused.
+    """
+    note = note or f"cache probe {uuid.uuid4().hex[:12]}"
     style = _COMMENT_STYLE.get(path.suffix, "{}")
     text = path.read_text()
     path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + style.format(note) + "\n")

