@@ -1,0 +1,473 @@
+"""The glue between GitHub Actions and the CLI, for `action.yml` and `.github/workflows/release.yml`.
+
+`python -m pipeline.github_annotate prepare`  validates the config (a `::error file=,line=::` on failure),
+    masks the registry passwords it names, applies the action's inputs (extra registries, which registries,
+    platforms) as a derived config beside the original, and gives its path as the step output `config`.
+`python -m pipeline.github_annotate run -- ARGS`  runs `python -m pipeline ARGS` and turns its lint findings
+    and its `error:` line into annotations on the file and line they name.
+`python -m pipeline.github_annotate matrix`  the fan-out matrix (image x platform -> native runner).
+
+Everything the workflows need from their inputs comes in through environment variables, never through
+`${{ }}` in a script, so that no input can inject shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import LoadedConfig, find_config, load_config
+from pipeline.errors import ConfigError
+from pipeline.github import annotation
+
+DERIVED_CONFIG_NAME = ".pipeline-action.toml"
+# Native GitHub-hosted runners per platform; anything else builds under QEMU on the amd64 runner.
+NATIVE_RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
+DEFAULT_RUNNER = "ubuntu-24.04"
+
+_LINT_LINE = re.compile(
+    r"^(?P<path>[^\s:][^:]*):(?P<line>[0-9]+): (?P<severity>error|warning|info) (?P<code>\S+): (?P<message>.*)$"
+)
+_ERROR_LINE = re.compile(r"^error: (?P<message>.*)$")
+_KEY_SEGMENT = re.compile(r"([A-Za-z0-9_-]+)((?:\[[0-9]+\])*)")
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"-]+?)\s*\]\]?\s*(?:#.*)?$")
+_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def split_list(text: str | None) -> list[str]:
+    """Names from an input: separated by commas, spaces or newlines, as people type them in YAML."""
+    return [item for item in re.split(r"[\s,]+", text or "") if item]
+
+
+def workspace(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+
+
+def shown_path(path: Path, environ: Mapping[str, str]) -> str:
+    """The path as GitHub wants it in an annotation: relative to the checkout."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(workspace(environ)).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+# --- where a config key is written --------------------------------------------------------------------
+
+
+def _parse_key_path(key_path: str) -> list[tuple[str, int | None]]:
+    parts: list[tuple[str, int | None]] = []
+    for name, indexes in _KEY_SEGMENT.findall(key_path):
+        found = re.findall(r"\[([0-9]+)\]", indexes)
+        parts.append((name, int(found[-1]) if found else None))
+    return parts
+
+
+def locate_key(text: str, key_path: str) -> int | None:
+    """The 1-based line of `images[0].platforms` (or the nearest enclosing table) in a TOML text.
+
+    A heuristic for annotations, not a TOML parser: it follows `[table]` and `[[array]]` headers and counts
+    array entries, which is how every config in practice is written.
+    """
+    parts = _parse_key_path(key_path)
+    if not parts:
+        return None
+    lines = text.splitlines()
+    array_counts: dict[str, int] = {}
+    current = ""  # the table the following keys belong to, with array indexes, e.g. "images[1].tags"
+    best: int | None = None
+    wanted_tables = []
+    prefix = ""
+    for name, index in parts[:-1]:
+        prefix = f"{prefix}.{name}" if prefix else name
+        if index is not None:
+            prefix = f"{prefix}[{index}]"
+        wanted_tables.append(prefix)
+    last_name, last_index = parts[-1]
+    full = f"{wanted_tables[-1]}.{last_name}" if wanted_tables else last_name
+    if last_index is not None:
+        full_indexed = f"{full}[{last_index}]"
+        wanted_tables.append(full_indexed)
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            name = header[2].replace('"', "")
+            base = _indexed(name, array_counts)
+            if header[1] == "[[":
+                array_counts[name] = array_counts.get(name, -1) + 1
+                current = f"{base}[{array_counts[name]}]"
+                # Entries of an array restart the count of the arrays nested in them.
+                for key in [k for k in array_counts if k.startswith(name + ".")]:
+                    del array_counts[key]
+            else:
+                current = base
+            if current in wanted_tables:
+                best = number
+            continue
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or "=" not in stripped:
+            continue
+        key = stripped.split("=", 1)[0].strip().strip('"')
+        here = f"{current}.{key}" if current else key
+        if here == full or here in wanted_tables:
+            return number
+    return best
+
+
+def _indexed(dotted: str, counts: Mapping[str, int]) -> str:
+    """`images.tags` inside the second [[images]] -> `images[1].tags`."""
+    pieces = dotted.split(".")
+    out: list[str] = []
+    for position, piece in enumerate(pieces):
+        out.append(piece)
+        so_far = ".".join(pieces[: position + 1])
+        if position < len(pieces) - 1 and so_far in counts:
+            out[-1] = f"{piece}[{counts[so_far]}]"
+    return ".".join(out)
+
+
+def config_error_annotation(message: str, environ: Mapping[str, str], *, original: Path | None = None) -> str:
+    """`path: key.path: problem` (the ConfigError shape) as an annotation on that file and line."""
+    match = re.match(r"^(?P<path>[^:]+\.toml): (?:(?P<key>[A-Za-z0-9_.\[\]-]+): )?", message)
+    if not match:
+        return annotation("error", message)
+    path = Path(match["path"])
+    if path.name == DERIVED_CONFIG_NAME and original is not None:
+        # The derived file only adds the action's inputs: a problem there is one of the inputs.
+        return annotation(
+            "error", f"action inputs: {message.removeprefix(match[0])}", file=shown_path(original, environ)
+        )
+    line: int | None = None
+    key = match["key"]
+    if key and path.is_file():
+        try:
+            line = locate_key(path.read_text(), key)
+        except OSError:
+            line = None
+    return annotation("error", message, file=shown_path(path, environ), line=line or 1)
+
+
+# --- prepare ------------------------------------------------------------------------------------------
+
+
+def toml_dump(document: Mapping[str, Any]) -> str:
+    """TOML for the config's shapes: tables, arrays of tables, strings, numbers, booleans, string lists."""
+    out: list[str] = []
+    _dump_table(document, (), out)
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _dump_table(table: Mapping[str, Any], path: tuple[str, ...], out: list[str]) -> None:
+    for name, value in table.items():
+        if not isinstance(value, dict) and not _is_table_array(value):
+            out.append(f"{_key(name)} = {_value(value)}")
+    for name, value in table.items():
+        if isinstance(value, dict):
+            out += ["", f"[{'.'.join(_key(p) for p in (*path, name))}]"]
+            _dump_table(value, (*path, name), out)
+        elif _is_table_array(value):
+            for item in value:
+                out += ["", f"[[{'.'.join(_key(p) for p in (*path, name))}]]"]
+                _dump_table(item, (*path, name), out)
+
+
+def _pipeline_document(path: Path) -> dict[str, Any]:
+    document = tomllib.loads(path.read_text())
+    if path.name == "pyproject.toml":
+        section = document.get("tool", {}).get("pipeline", {})
+        return dict(section) if isinstance(section, dict) else {}
+    return document
+
+
+def derive_document(
+    document: dict[str, Any], *, registries_toml: str, use_registries: Sequence[str], platforms: Sequence[str]
+) -> dict[str, Any]:
+    """The config with the action's inputs applied; the original file is never written."""
+    derived = dict(document)
+    registries: list[dict[str, Any]] = [dict(r) for r in derived.get("registries", []) if isinstance(r, dict)]
+    if registries_toml.strip():
+        try:
+            extra = tomllib.loads(registries_toml).get("registries", [])
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(
+                f"input registries: not valid TOML ({error}); give [[registries]] tables"
+            ) from None
+        if not isinstance(extra, list) or not extra:
+            raise ConfigError("input registries: no [[registries]] table in it")
+        added = {str(r.get("name")) for r in extra if isinstance(r, dict)}
+        registries = [r for r in registries if str(r.get("name")) not in added] + [dict(r) for r in extra]
+    if use_registries:
+        known = {str(r.get("name")) for r in registries}
+        unknown = [name for name in use_registries if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"input use-registries: no registry named {unknown[0]!r} (declared: {', '.join(sorted(known)) or 'none'})"
+            )
+        registries = [r for r in registries if str(r.get("name")) in use_registries]
+    if registries:
+        derived["registries"] = registries
+    else:
+        derived.pop("registries", None)
+    if platforms:
+        derived["images"] = [{**image, "platforms": list(platforms)} for image in derived.get("images", [])]
+    return derived
+
+
+def _append_output(environ: Mapping[str, str], name: str, value: str) -> None:
+    target = environ.get("GITHUB_OUTPUT")
+    if not target:
+        return
+    delimiter = f"ghadelimiter_{secrets.token_hex(8)}"
+    with Path(target).open("a") as handle:
+        handle.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+
+
+def mask_registry_secrets(config: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
+    """`::add-mask::` each password the config names, before any later step could print it."""
+    values = [environ.get(r.password_env or "", "") for r in config.pipeline.registries]
+    return [f"::add-mask::{value}" for value in values if value]
+
+
+def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
+    """Validate, mask, derive. Returns the config path to use and the workflow commands to print."""
+    given = environ.get("PIPELINE_INPUT_CONFIG", "").strip()
+    original = (Path.cwd() / given) if given else find_config(Path.cwd())
+    loaded = load_config(original)
+    registries_toml = environ.get("PIPELINE_INPUT_REGISTRIES", "")
+    use_registries = split_list(environ.get("PIPELINE_INPUT_USE_REGISTRIES"))
+    platforms = split_list(environ.get("PIPELINE_INPUT_PLATFORMS"))
+    commands: list[str] = []
+    if not (registries_toml.strip() or use_registries or platforms):
+        commands += mask_registry_secrets(loaded, environ)
+        return loaded.path, commands
+    derived = derive_document(
+        _pipeline_document(loaded.path),
+        registries_toml=registries_toml,
+        use_registries=use_registries,
+        platforms=platforms,
+    )
+    # Beside the original, because relative paths and the git repository are found from the config's folder;
+    # untracked, so the tree does not count as dirty.
+    target = loaded.root / DERIVED_CONFIG_NAME
+    target.write_text(
+        "# Written by the image-pipeline action from "
+        f"{loaded.path.name} and the action's inputs; safe to delete.\n" + toml_dump(derived)
+    )
+    derived_config = load_config(target)
+    commands += mask_registry_secrets(derived_config, environ)
+    return target, commands
+
+
+# --- run ----------------------------------------------------------------------------------------------
+
+
+def _lint_annotation(match: re.Match[str], config_root: Path, environ: Mapping[str, str]) -> str:
+    path = Path(match["path"])
+    absolute = path if path.is_absolute() else config_root / path
+    return annotation(
+        _LEVEL[match["severity"]],
+        f"{match['code']}: {match['message']}",
+        file=shown_path(absolute, environ),
+        line=int(match["line"]),
+    )
+
+
+def _config_root(args: Sequence[str], environ: Mapping[str, str]) -> tuple[Path, Path | None]:
+    source = environ.get("PIPELINE_SOURCE_CONFIG")
+    config: str | None = None
+    for position, arg in enumerate(args):
+        if arg == "--config" and position + 1 < len(args):
+            config = args[position + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    if config is None:
+        return Path.cwd(), None
+    path = Path(config).resolve()
+    return path.parent, Path(source) if source else None
+
+
+def run(args: Sequence[str], environ: Mapping[str, str], *, python: str = sys.executable) -> int:
+    """Run the CLI, pass its output through, and annotate what it reports."""
+    config_root, original = _config_root(args, environ)
+    process = subprocess.Popen(
+        [python, "-m", "pipeline", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(environ),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    annotations: list[str] = []
+    for line in process.stdout:
+        sys.stdout.write(line)
+        match = _LINT_LINE.match(line.rstrip("\n"))
+        if match:
+            annotations.append(_lint_annotation(match, config_root, environ))
+    sys.stdout.flush()
+    error_line: str | None = None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        match = _ERROR_LINE.match(line.rstrip("\n"))
+        if match:
+            error_line = match["message"]
+    code = process.wait()
+    for command in annotations:
+        print(command)
+    if code != 0 and error_line:
+        print(config_error_annotation(error_line, environ, original=original))
+    sys.stdout.flush()
+    return code
+
+
+# --- outputs of a dry run -----------------------------------------------------------------------------
+
+
+def _outputs_written(environ: Mapping[str, str]) -> bool:
+    target = environ.get("GITHUB_OUTPUT")
+    if not target or not Path(target).is_file():
+        return False
+    return any(line.startswith(("version<<", "version=")) for line in Path(target).read_text().splitlines())
+
+
+def plan_outputs(config: LoadedConfig, images: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any]:
+    """What a dry run would publish, as the action's outputs: no digest, the tags it would move."""
+    from pipeline.plan import make_plan
+
+    plan = make_plan(config, allow_dirty=True, environ=environ)
+    chosen = [i for i in plan.images if not images or i.name in images or i.name.rsplit("/", 1)[-1] in images]
+    document = plan.to_json()
+    document["images"] = [entry for entry in document["images"] if entry["name"] in {i.name for i in chosen}]
+    tags = [reference for image in chosen for reference in plan.references(image)]
+    if not _outputs_written(environ):
+        _append_output(environ, "version", plan.version)
+        _append_output(environ, "tags", "\n".join(tags))
+        _append_output(environ, "digest", "")
+        _append_output(
+            environ, "json", json.dumps({"mode": "dry-run", "plan": document}, separators=(",", ":"))
+        )
+    summary = environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        lines = [f"### Dry run of release {plan.version}", "", "Nothing was built or pushed. Would tag:", ""]
+        lines += [f"- `{reference}`" for reference in tags] or ["- nothing"]
+        with Path(summary).open("a") as handle:
+            handle.write("\n".join(lines) + "\n")
+    return document
+
+
+# --- fan-out matrix -----------------------------------------------------------------------------------
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def fan_out_matrix(config: LoadedConfig, images: Iterable[str]) -> dict[str, Any]:
+    """`include` entries for a matrix job: one per image and platform, on a native runner if there is one."""
+    wanted = list(images)
+    chosen = [config.image(name) for name in wanted] if wanted else list(config.pipeline.images)
+    include = [
+        {
+            "image": image.name,
+            "platform": platform,
+            "runner": NATIVE_RUNNERS.get(platform, DEFAULT_RUNNER),
+            "slug": f"{slug(image.name)}--{slug(platform)}",
+            "image_slug": slug(image.name),
+        }
+        for image in chosen
+        for platform in image.platforms
+    ]
+    return {"include": include}
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.github_annotate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("prepare", help="validate and derive the config from the PIPELINE_INPUT_* variables")
+    run_parser = commands.add_parser("run", help="run `python -m pipeline ARGS` and annotate its findings")
+    run_parser.add_argument("pipeline_args", nargs=argparse.REMAINDER)
+    matrix_parser = commands.add_parser(
+        "matrix", help="print the fan-out matrix and write it to GITHUB_OUTPUT"
+    )
+    matrix_parser.add_argument("--config", type=Path, default=None)
+    dry_parser = commands.add_parser(
+        "dry-run-outputs", help="the action's outputs for a dry run, from the plan"
+    )
+    dry_parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    if args.command == "prepare":
+        given = environ.get("PIPELINE_INPUT_CONFIG", "").strip()
+        original = (Path.cwd() / given) if given else None
+        try:
+            path, commands_out = prepare(environ)
+        except ConfigError as error:
+            print(config_error_annotation(str(error), environ, original=original))
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        for command in commands_out:
+            print(command)
+        # Step outputs rather than GITHUB_ENV: later steps opt in to them, nothing else in the job sees them.
+        _append_output(environ, "config", str(path))
+        _append_output(environ, "source-config", str((original or find_config(Path.cwd())).resolve()))
+        print(f"config: {shown_path(path, environ)}")
+        return 0
+    if args.command == "run":
+        forwarded = list(args.pipeline_args)
+        if forwarded[:1] == ["--"]:
+            forwarded = forwarded[1:]
+        return run(forwarded, environ)
+    if args.command == "dry-run-outputs":
+        plan_outputs(load_config(args.config), split_list(environ.get("PIPELINE_INPUT_IMAGES")), environ)
+        return 0
+    try:
+        config = load_config(args.config)
+        matrix = fan_out_matrix(config, split_list(environ.get("PIPELINE_INPUT_IMAGES")))
+    except ConfigError as error:
+        print(config_error_annotation(str(error), environ))
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    images = sorted({entry["image"] for entry in matrix["include"]})
+    merge = {"include": [{"image": name, "image_slug": slug(name)} for name in images]}
+    _append_output(environ, "matrix", json.dumps(matrix, separators=(",", ":")))
+    _append_output(environ, "merge-matrix", json.dumps(merge, separators=(",", ":")))
+    _append_output(environ, "images", " ".join(images))
+    print(json.dumps(matrix, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
