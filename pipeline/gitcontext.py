@@ -4,7 +4,7 @@ Everything here reads git (through gitpython) or the environment and returns pla
 turn them into versions and tags live in the pure `pipeline.version` and `pipeline.tags`.
 
 Speed matters (see `bench/bench_version.py`): a few git processes, none of which walks the whole history
-in the common case. The tags come from one `show-ref` (it reuses the peeled ids packed refs already store).
+in the common case. HEAD and the tags come from one `show-ref` (it reuses the peeled ids packed refs store).
 The base of an untagged commit is the highest release, in semver's order, reachable from HEAD: the highest
 release tag of the repository is tried first with one `rev-list --left-right --count`, which answers both
 "is it an ancestor?" and "how far?" by walking only the commits between the two. Only when it is not an
@@ -19,6 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,6 @@ class GitState:
 
     root: Path
     sha: str
-    commit_time: int
     dirty: bool
     shallow: bool
     releases: tuple[Release, ...]
@@ -58,11 +58,6 @@ class GitState:
         return compute_version(
             head_tags=self.head_tags, base=self.base, distance=self.distance, sha=self.sha, dirty=self.dirty
         )
-
-    @property
-    def created(self) -> str:
-        """The commit time as ISO 8601 UTC: rebuilding the same commit gives the same labels."""
-        return datetime.fromtimestamp(self.commit_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_repo(path: Path) -> git.Repo:
@@ -104,28 +99,18 @@ def _fetch_tags(repo: git.Repo, *, shallow: bool) -> None:
         raise GitError(f"git fetch {' '.join(args)} failed: {_git_failure(error)}") from None
 
 
-def _head(repo: git.Repo) -> tuple[str, int]:
-    try:
-        sha, _, commit_time = repo.git.show("-s", "--format=%H %ct", "HEAD").partition(" ")
-    except git.GitCommandError:
-        raise GitError(
-            f"{repo.working_dir}: the repository has no commits yet; commit before planning"
-        ) from None
-    return sha, int(commit_time)
+# One line per ref, followed for annotated tags by `<commit> refs/tags/NAME^{}`: the later line wins.
+_SHOW_REF_LINE = re.compile(r"^([0-9a-f]+) (HEAD|refs/tags/.+?)(?:\^\{\})?$", re.MULTILINE)
 
 
-def _tag_commits(repo: git.Repo) -> dict[str, str]:
-    """Tag name -> the commit it names; annotated tags are peeled (show-ref prints `name^{}` for them)."""
-    output = repo.git.show_ref("--tags", "--dereference", with_exceptions=False)
-    commits: dict[str, str] = {}
-    for line in output.splitlines():
-        sha, _, ref = line.partition(" ")
-        name = ref.removeprefix("refs/tags/")
-        if name.endswith("^{}"):
-            commits[name[:-3]] = sha
-        else:
-            commits.setdefault(name, sha)
-    return commits
+def _head_and_tags(repo: git.Repo) -> tuple[str, dict[str, str]]:
+    """HEAD's commit, and tag name -> the commit it names (annotated tags peeled), from one process."""
+    output = repo.git.show_ref("--head", "--tags", "--dereference", with_exceptions=False)
+    commits = {name.removeprefix("refs/tags/"): sha for sha, name in _SHOW_REF_LINE.findall(output)}
+    head = commits.pop("HEAD", None)
+    if head is None:
+        raise GitError(f"{repo.working_dir}: the repository has no commits yet; commit before planning")
+    return head, commits
 
 
 def _count(repo: git.Repo, *revisions: str) -> int:
@@ -179,16 +164,18 @@ def read_state(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX, fetch_tags: 
                 f"{repo.working_dir} is a shallow clone: its tags and history are incomplete, so the version "
                 f"and `latest` would be wrong; {SHALLOW_FIX}"
             )
-        sha, commit_time = _head(repo)
-        commits = _tag_commits(repo)
-        releases = parse_release_tags(commits, tag_prefix)
-        head_tags = tuple(release for release in releases if commits[release.tag] == sha)
-        base, distance = (None, 0) if head_tags else _nearest(repo, releases, commits)
+        # Independent reads, side by side: most of their cost is starting a process, not git's work.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            dirty = pool.submit(_is_dirty, repo)
+            sha, commits = _head_and_tags(repo)
+            releases = parse_release_tags(commits, tag_prefix)
+            head_tags = tuple(release for release in releases if commits[release.tag] == sha)
+            base, distance = (None, 0) if head_tags else _nearest(repo, releases, commits)
+            is_dirty = dirty.result()
         return GitState(
             root=Path(repo.working_dir),
             sha=sha,
-            commit_time=commit_time,
-            dirty=_is_dirty(repo),
+            dirty=is_dirty,
             shallow=shallow,
             releases=tuple(releases),
             head_tags=head_tags,
@@ -206,6 +193,24 @@ def read_state(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX, fetch_tags: 
 def describe(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX) -> semver.Version:
     """The version of HEAD of the repository containing `path`."""
     return read_state(path, tag_prefix=tag_prefix).version
+
+
+def commit_created(path: Path, sha: str) -> str:
+    """The commit time of `sha` as ISO 8601 UTC, for `created`: rebuilding a commit gives the same labels.
+
+    The committer time, not the author time: a rebased or cherry-picked commit was made when it was applied.
+    Not part of `read_state`, which computes only what the version needs.
+    """
+    repo = open_repo(path)
+    try:
+        timestamp = int(repo.git.show("-s", "--format=%ct", sha, "--"))
+    except (git.GitCommandError, ValueError):
+        raise GitError(
+            f"{repo.working_dir}: cannot read the time of commit {sha}; is it in this clone?"
+        ) from None
+    finally:
+        repo.close()
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- the CI context --------------------------------------------------------------------------------------

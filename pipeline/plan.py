@@ -19,7 +19,7 @@ from rich.table import Table
 
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.errors import GitError
-from pipeline.gitcontext import ci_context, read_state, source_url
+from pipeline.gitcontext import ci_context, commit_created, read_state, source_url
 from pipeline.registry import planned_registries
 from pipeline.tags import compute_tags, oci_annotations, oci_labels
 
@@ -104,6 +104,7 @@ def make_plan(
     settings = config.pipeline
     state = read_state(config.root, tag_prefix=settings.version.tag_prefix, fetch_tags=fetch_tags)
     version = state.version
+    created = commit_created(config.root, state.sha)
     context = ci_context(
         config.root, sha=state.sha, environ=environ, default_branch=settings.version.default_branch
     )
@@ -116,7 +117,7 @@ def make_plan(
             labels=settings.labels,
             version=version,
             revision=state.sha,
-            created=state.created,
+            created=created,
             source=source,
         )
         images.append(
@@ -132,7 +133,7 @@ def make_plan(
     plan = Plan(
         version=str(version),
         revision=state.sha,
-        created=state.created,
+        created=created,
         dirty=state.dirty,
         event=context.event,
         images=tuple(images),

@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from typing import NamedTuple
 
 import semver
 
@@ -65,15 +64,19 @@ def precedence_key(version: semver.Version) -> PrecedenceKey:
     return _key(version.major, version.minor, version.patch, version.prerelease)
 
 
-@dataclass(frozen=True, order=True)
-class Release:
-    """A release tag: compares (and is equal) by semver precedence, so `v1.2.3` == `1.2.3`."""
+class Release(NamedTuple):
+    """A release tag. Sorts by semver precedence first (then by tag name, so that `v1.2.3` and `1.2.3` on
+    one commit still sort deterministically); compare `key` for "the same version".
 
-    key: PrecedenceKey = field(repr=False)
-    tag: str = field(compare=False)
-    text: str = field(compare=False)
+    A NamedTuple because a repository can have thousands of tags and a frozen dataclass costs several
+    times more to build (see the version benchmark).
+    """
 
-    @cached_property
+    key: PrecedenceKey
+    tag: str
+    text: str
+
+    @property
     def version(self) -> semver.Version:
         return semver.Version.parse(self.text)
 
@@ -105,11 +108,11 @@ def parse_release_tag(name: str, prefix: str = DEFAULT_TAG_PREFIX) -> Release | 
     if match is None:
         log.debug("ignoring tag %s: not a release tag (%sX.Y.Z or X.Y.Z)", name, prefix)
         return None
-    if match["build"] is not None:
+    major, minor, patch, prerelease, build = match.groups()
+    if build is not None:
         log.debug("ignoring tag %s: build metadata does not order, so it cannot be a release", name)
         return None
-    key = _key(int(match["major"]), int(match["minor"]), int(match["patch"]), match["prerelease"])
-    return Release(key=key, tag=name, text=text)
+    return Release(_key(int(major), int(minor), int(patch), prerelease), name, text)
 
 
 def parse_release_tags(names: Iterable[str], prefix: str = DEFAULT_TAG_PREFIX) -> list[Release]:

@@ -11,6 +11,7 @@ from pipeline.errors import GitError
 from pipeline.gitcontext import (
     _https_url,
     ci_context,
+    commit_created,
     describe,
     github_context,
     local_default_branch,
@@ -139,10 +140,11 @@ def test_dirty_tracked_changes_only(git_repo_factory: GitRepoFactory) -> None:
 
 def test_commit_time_is_the_created_label(git_repo_factory: GitRepoFactory) -> None:
     repo = git_repo_factory()
-    state = read_state(repo.path)
-    assert state.commit_time == EPOCH + STEP
-    assert state.created == "2023-11-14T22:14:20Z"
-    assert state.sha == repo.head
+    assert repo.time_of() == EPOCH + STEP
+    assert commit_created(repo.path, repo.head) == "2023-11-14T22:14:20Z"
+    assert read_state(repo.path).sha == repo.head
+    with pytest.raises(GitError, match="cannot read the time"):
+        commit_created(repo.path, "0" * 40)
 
 
 def test_subdirectory_finds_the_repository(git_repo_factory: GitRepoFactory) -> None:
