@@ -301,7 +301,7 @@ class _Run:
     def cleanup(self) -> None:
         """Remove every container with this run's label, and the images setup commands committed."""
         try:
-            leftovers = self.client.container.list(all=True, filters={"label": f"{LABEL}={self.run_id}"})
+            leftovers = self.client.container.list(all=True, filters=[("label", f"{LABEL}={self.run_id}")])
         except DockerException as error:
             log.warning(
                 "could not list smoke containers to remove (label %s=%s): %s", LABEL, self.run_id, error
