@@ -22,7 +22,7 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from pipeline.config import LoadedConfig
-from pipeline.dockerfile import Dockerfile, parse_file
+from pipeline.dockerfile import Dockerfile, is_broad_source, parse_file
 from pipeline.errors import BuildError, LintError
 
 _VERTEX = re.compile(r"^#(\d+) (.*)$")
@@ -142,7 +142,8 @@ def _context_sources(dockerfile: Dockerfile) -> list[str]:
         ):
             words = instruction.words()
             sources += words[:-1]
-    return sources
+    # A source tree (`.`, `src/`, `site/`) is where edits happen; single files are mostly configuration.
+    return sorted(sources, key=lambda source: not is_broad_source(source))
 
 
 def choose_source_file(dockerfile: Dockerfile, context: Path) -> str:

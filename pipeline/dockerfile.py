@@ -24,6 +24,31 @@ FLAG_INSTRUCTIONS = frozenset({"FROM", "RUN", "COPY", "ADD", "HEALTHCHECK"})
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$")
 # `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`; not `<<<` (a here-string) nor `$((a<<2))`.
 _HEREDOC = re.compile(r"(?<![<\w$])<<(-?)\s*(?:([\"'])([A-Za-z_][\w.-]*)\2|([A-Za-z_][\w.-]*))")
+_SOURCE_DIRS = frozenset(
+    {
+        "src",
+        "app",
+        "lib",
+        "cmd",
+        "pkg",
+        "internal",
+        "server",
+        "client",
+        "web",
+        "site",
+        "public",
+        "static",
+        "components",
+        "pages",
+        "content",
+        "templates",
+        "main",
+        "source",
+        "sources",
+        "api",
+    }
+)
+_SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|ts|tsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css)$")
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -155,6 +180,14 @@ class Dockerfile:
         if target is None:
             return self.final_stage
         return self.stage_by_name(target)
+
+
+def is_broad_source(source: str) -> bool:
+    """Whether a COPY source is a source tree (`.`, `src/`, `*.py`) rather than a manifest or config file."""
+    cleaned = source.removeprefix("./").rstrip("/") or "."
+    if cleaned in (".", "*", "./*") or _SOURCE_GLOB.match(cleaned):
+        return True
+    return cleaned.split("/", 1)[0] in _SOURCE_DIRS
 
 
 def split_words(text: str) -> list[str]:

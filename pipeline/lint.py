@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pipeline import __version__
 from pipeline.cachemeasure import measure_image, render_measurement
 from pipeline.config import DEFAULT_PLATFORMS, LintConfig, LoadedConfig, load_config
-from pipeline.dockerfile import Dockerfile, Instruction, Stage, parse_file, split_words
+from pipeline.dockerfile import Dockerfile, Instruction, Stage, is_broad_source, parse_file, split_words
 from pipeline.errors import ConfigError, LintError
 
 Severity = Literal["error", "warning", "info"]
@@ -277,31 +277,6 @@ _CREDENTIAL_FILES = re.compile(
 )
 _ARCHIVE = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tbz2?|tar\.xz|txz|tar\.zst)$")
 _URL = re.compile(r"^(https?|git|ssh)://|^git@")
-_SOURCE_DIRS = frozenset(
-    {
-        "src",
-        "app",
-        "lib",
-        "cmd",
-        "pkg",
-        "internal",
-        "server",
-        "client",
-        "web",
-        "site",
-        "public",
-        "static",
-        "components",
-        "pages",
-        "content",
-        "templates",
-        "main",
-        "source",
-        "sources",
-        "api",
-    }
-)
-_SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|ts|tsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css)$")
 _CODENAMES = frozenset(
     {"bookworm", "bullseye", "buster", "trixie", "jammy", "focal", "noble", "bionic", "plucky", "oracular"}
 )
@@ -340,16 +315,9 @@ def _copy_sources(instruction: Instruction) -> list[str]:
     return words[:-1] if len(words) >= 2 else []
 
 
-def _is_broad_source(source: str) -> bool:
-    cleaned = source.removeprefix("./").rstrip("/") or "."
-    if cleaned in (".", "*", "./*") or _SOURCE_GLOB.match(cleaned):
-        return True
-    return cleaned.split("/", 1)[0] in _SOURCE_DIRS
-
-
 def _is_broad_copy(instruction: Instruction) -> bool:
     return instruction.keyword in ("COPY", "ADD") and any(
-        _is_broad_source(s) for s in _copy_sources(instruction)
+        is_broad_source(s) for s in _copy_sources(instruction)
     )
 
 
