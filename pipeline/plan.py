@@ -150,22 +150,18 @@ def _print_human(plan: Plan, console: Console) -> None:
         f"version [bold]{plan.version}[/bold]  revision {plan.revision[:12]}  "
         f"created {plan.created}  event {plan.event}  tree {state}"
     )
-    references = Table(title="references", show_lines=True)
-    for column in ("image", "platforms", "registry", "references"):
-        references.add_column(column)
     for image in plan.images:
+        # Folded, never truncated: a reference cut with an ellipsis is no use to anyone checking the plan.
+        table = Table(title=f"{image.name} ({', '.join(image.platforms)})", title_justify="left", expand=True)
+        table.add_column("registry / label", overflow="fold", ratio=1)
+        table.add_column("reference / value", overflow="fold", ratio=3)
         for registry in plan.registries:
-            references.add_row(
-                image.name, "\n".join(image.platforms), registry.name, "\n".join(image.references(registry))
-            )
-    console.print(references)
-    labels = Table(title="labels")
-    for column in ("image", "label", "value"):
-        labels.add_column(column)
-    for image in plan.images:
+            for reference in image.references(registry):
+                table.add_row(registry.name, reference)
+        table.add_section()
         for key, value in image.labels.items():
-            labels.add_row(image.name, key, value)
-    console.print(labels)
+            table.add_row(key, value)
+        console.print(table)
 
 
 def _run(args: argparse.Namespace) -> int:
