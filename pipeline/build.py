@@ -164,6 +164,9 @@ def build(
     if output_dir is not None:
         layout = output_dir / spec.image.replace("/", "-")
         output: dict[str, str] = {"type": "oci", "dest": str(layout), "tar": "false"}
+        if "SOURCE_DATE_EPOCH" in spec.build_args:
+            # File times in new layers become the commit time: the same commit gives the same image digests.
+            output["rewrite-timestamp"] = "true"
         # Index annotations describe the whole multi-platform image to registries that show them.
         for key, value in spec.annotations.items():
             output.update(_csv_field(f"annotation-index.{key}", value))

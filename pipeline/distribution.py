@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.errors import AuthError, RegistryError
 from pipeline.registry import Credentials
-from pipeline.retry import TransientError, with_retries
+from pipeline.retry import RetryPolicy, TransientError, with_retries
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -98,7 +98,11 @@ class RegistryClient:
                 raise TransientError(f"{self.name}: {method} {path} answered {status}")
             return status, response_headers, data
 
-        return with_retries(attempt, f"{method} {self.host}{path}")
+        policy = RetryPolicy.from_env()
+        try:
+            return with_retries(attempt, f"{method} {self.host}{path}", policy=policy)
+        except TransientError as error:
+            raise RegistryError(f"{error} (gave up after {policy.attempts} attempts)") from None
 
     def _send(
         self, method: str, path: str, scope: str, body: bytes | None, headers: dict[str, str]
@@ -166,6 +170,12 @@ class RegistryClient:
         )
 
     # -- operations ----------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Reach the registry and check the credentials (a 401 here means they are wrong) before any work."""
+        status, _, _ = self._request("GET", "/v2/", "registry:catalog:*")
+        if status != 200:
+            raise RegistryError(f"registry {self.name} ({self.host}) answered {status} to /v2/")
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag or digest resolves to, or None when it is not there."""

@@ -92,6 +92,13 @@ def isolated_docker_config() -> Iterator[Path]:
                 os.environ["DOCKER_CONFIG"] = previous
 
 
+def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
+    """Every registry answers and takes its credentials, before a build that would be wasted otherwise."""
+    for registry in registries:
+        registry_client(registry, environ).ping()
+        log.info("registry %s (%s) answers", registry.name, registry.host)
+
+
 def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
     """`docker login` (password on stdin, through python-on-whales) to every registry with credentials."""
     for registry in registries:

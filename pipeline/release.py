@@ -30,7 +30,7 @@ from pipeline.engine import (
 from pipeline.errors import PipelineError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
 from pipeline.plan import ImagePlan, Plan, make_plan
-from pipeline.publish import isolated_docker_config, login_all, promote, push_everywhere
+from pipeline.publish import check_registries, isolated_docker_config, login_all, promote, push_everywhere
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
 from pipeline.smoke import SmokeTarget, run_smoke
@@ -121,6 +121,7 @@ def release(
     try:
         with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
+                check_registries(registries, environ)
                 login_all(registries, environ)
             for image_plan in plan.images:
                 _release_image(
