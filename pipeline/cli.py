@@ -13,11 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.logging import RichHandler
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+from pipeline.report import wide_console
 
 # Modules that provide `register(subparsers) -> None`; each subcommand sets `handler` on its parser.
 COMMAND_MODULES = (
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbosity: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbosity >= 2 else logging.INFO)
     handler = RichHandler(
-        console=Console(stderr=True),
+        console=wide_console(stderr=True),
         show_time=False,
         show_path=False,
         markup=False,

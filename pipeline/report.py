@@ -124,13 +124,21 @@ def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def wide_console(*, stderr: bool = False) -> Console:
+    """A console that does not fold tables and log lines at 80 columns when writing to a CI log or a pipe."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
 def short_digest(digest: str) -> str:
     """Enough of a digest to tell images apart in a table; the JSON report has it whole."""
     return digest[: len("sha256:") + 12] if digest.startswith("sha256:") else digest
 
 
 def print_release_table(report: ReleaseReport, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     table = Table(title=f"release {report.version} ({report.status})")
     for column in ("image", "platform", "registry", "digest", "runs as", "smoke"):
         table.add_column(column, overflow="fold")
@@ -146,6 +154,8 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
             console.print(f"{outcome.name} index digest: {outcome.index_digest}")
     for outcome in report.images:
         for registry, moved in outcome.tags_moved.items():
-            console.print(f"tagged in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}")
+            console.print(
+                f"tagged {outcome.name} in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}"
+            )
     if report.failure:
         console.print(f"[bold red]not promoted:[/] {report.failure}")
