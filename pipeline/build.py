@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,11 @@ def spec_for(
     if not dockerfile.is_file():
         raise ConfigError(f"{config.path}: images[{image.name}].dockerfile: {dockerfile} does not exist")
     cache_from, cache_to = cache_settings(
-        config.pipeline.build, image, registries if writable_cache_registry else (), environ=os.environ
+        config.pipeline.build,
+        image,
+        registries if writable_cache_registry else (),
+        environ=os.environ,
+        platforms=platforms,
     )
     return BuildSpec(
         image=image.name,
@@ -95,7 +100,8 @@ def cache_settings(
     image: ImageConfig,
     registries: tuple[RegistryConfig, ...],
     *,
-    environ: os._Environ[str] | dict[str, str],
+    environ: Mapping[str, str],
+    platforms: tuple[str, ...] | None = None,
 ) -> tuple[tuple[dict[str, str], ...], dict[str, str] | None]:
     """Where the build cache comes from and goes to.
 
@@ -109,12 +115,16 @@ def cache_settings(
     if mode == "auto":
         mode = "gha" if on_actions else ("registry" if registries else "none")
     scope = image.name.replace("/", "-")
+    if platforms and set(platforms) != set(image.platforms):
+        # Fan-out jobs build one platform each at the same time: separate caches, or they overwrite each other.
+        scope += "-" + "-".join(p.replace("/", "-") for p in platforms)
     if mode == "gha":
         return ({"type": "gha", "scope": scope},), {"type": "gha", "scope": scope, "mode": "max"}
     if mode == "registry":
         if not registries:
             raise ConfigError("build.cache = 'registry' needs a configured registry to hold the cache")
-        ref = f"{registries[0].repository(image.name)}:buildcache"
+        suffix = scope.removeprefix(image.name.replace("/", "-"))
+        ref = f"{registries[0].repository(image.name)}:buildcache{suffix}"
         return ({"type": "registry", "ref": ref},), {"type": "registry", "ref": ref, "mode": "max"}
     if mode == "local":
         directory = (
@@ -169,7 +179,9 @@ def build(
             output["rewrite-timestamp"] = "true"
         # Index annotations describe the whole multi-platform image to registries that show them.
         for key, value in spec.annotations.items():
-            output.update(_csv_field(f"annotation-index.{key}", value))
+            # buildx refuses index annotations for a single-platform export; the manifest carries them then.
+            level = "annotation-index" if len(spec.platforms) > 1 else "annotation-manifest"
+            output.update(_csv_field(f"{level}.{key}", value))
     else:
         layout = None
         output = {}  # --load with tags: buildx's docker exporter

@@ -50,6 +50,11 @@ def summary_markdown(report: ReleaseReport) -> str:
         rows = smoke_rows(outcome) or [("-", "-", outcome.index_digest or "-", "-", "not run")]
         for registry, platform, digest, reported, result in rows:
             lines.append(f"| {outcome.name} | {platform} | {registry} | `{digest}` | {reported} | {result} |")
+    indexes = [
+        f"`{outcome.name}@{outcome.index_digest}`" for outcome in report.images if outcome.index_digest
+    ]
+    if indexes:
+        lines += ["", "**Index digests:** " + ", ".join(indexes)]
     moved = report.tags
     lines += ["", "**Tags moved:** " + (", ".join(f"`{ref}`" for ref in moved) if moved else "none")]
     if report.failure:

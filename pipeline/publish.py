@@ -195,6 +195,23 @@ def push_everywhere(
     return published
 
 
+def adopt_pushed(
+    image: str, digest: str, registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None
+) -> PublishedImage:
+    """An index pushed earlier (by a fan-out merge): check every registry holds it, and describe it."""
+    published = PublishedImage(image=image, index_digest=digest)
+    for registry in registries:
+        published.pushes.append(
+            RegistryPush(registry.name, registry.repository(image), digest, PushStats(), 0.0)
+        )
+    verify_same_digest(published, registries, environ)
+    first = registries[0]
+    published.platform_digests = registry_client(first, environ).platform_digests(
+        _repository_path(first, image), digest
+    )
+    return published
+
+
 def verify_same_digest(
     published: PublishedImage, registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None
 ) -> None:

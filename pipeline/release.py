@@ -30,7 +30,14 @@ from pipeline.engine import (
 from pipeline.errors import PipelineError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
 from pipeline.plan import ImagePlan, Plan, make_plan
-from pipeline.publish import check_registries, isolated_docker_config, login_all, promote, push_everywhere
+from pipeline.publish import (
+    adopt_pushed,
+    check_registries,
+    isolated_docker_config,
+    login_all,
+    promote,
+    push_everywhere,
+)
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
 from pipeline.smoke import SmokeTarget, run_smoke
@@ -88,7 +95,9 @@ def release(
     dry: bool = False,
     report_path: Path | None = DEFAULT_REPORT,
     environ: Mapping[str, str] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> ReleaseReport:
+    """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out."""
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     mask_secrets(config.pipeline.registries, environ)
@@ -100,7 +109,9 @@ def release(
             fetch_tags=fetch_tags,
             environ=environ,
         )
-        return dry_run(config, _only(plan, images))
+        report = dry_run(config, _only(plan, images))
+        write_github_outputs(report, environ)
+        return report
     status = ensure_engine()
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
@@ -123,10 +134,31 @@ def release(
             if not no_push:
                 check_registries(registries, environ)
                 login_all(registries, environ)
+            tested: list[tuple[ImagePlan, str]] = []
             for image_plan in plan.images:
-                _release_image(
-                    config, plan, image_plan, registries, report, Path(scratch), stand_in, no_push, environ
+                digest = _build_push_and_smoke(
+                    config,
+                    plan,
+                    image_plan,
+                    registries,
+                    report,
+                    Path(scratch),
+                    stand_in,
+                    no_push,
+                    environ,
+                    (digests or {}).get(image_plan.name),
                 )
+                tested.append((image_plan, digest))
+            # Every image of the release passed before any tag moves: no release is half promoted.
+            if not no_push:
+                step = time.monotonic()
+                for image_plan, digest in tested:
+                    outcome = report.image(image_plan.name)
+                    for promotion in promote(image_plan.name, digest, image_plan.tags, registries, environ):
+                        outcome.tags_moved[promotion.registry] = [
+                            f"{promotion.repository}:{tag}" for tag in promotion.tags
+                        ]
+                report.add_timing("promote", time.monotonic() - step)
         report.finish("local" if no_push else "published")
     except BaseException as error:
         report.finish("interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
@@ -150,7 +182,7 @@ def _only(plan: Plan, images: list[str] | None) -> Plan:
     return dataclasses.replace(plan, images=tuple(wanted))
 
 
-def _release_image(
+def _build_push_and_smoke(
     config: LoadedConfig,
     plan: Plan,
     image_plan: ImagePlan,
@@ -160,42 +192,55 @@ def _release_image(
     stand_in: bool,
     no_push: bool,
     environ: Mapping[str, str],
-) -> None:
+    existing_digest: str | None,
+) -> str:
+    """Everything before promotion for one image; returns the tested index digest."""
     image = config.image(image_plan.name)
     outcome: ImageOutcome = report.add_image(image.name)
     outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
-    spec = spec_for(
-        config,
-        image,
-        platforms=image_plan.platforms,
-        labels=_labels(image_plan, stand_in),
-        annotations=image_plan.annotations,
-        extra_build_args=_build_args(plan),
-        registries=registries,
-        writable_cache_registry=bool(config.pipeline.registries),
-    )
-    step = time.monotonic()
     local_tag = f"{image.name}:{image_plan.tags[0] if image_plan.tags else 'dev'}"
-    built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
-    outcome.index_digest = built.index_digest
-    report.add_timing("build", time.monotonic() - step)
-
+    if existing_digest is not None:
+        # Native fan-out: the per-platform builds and the merge already pushed this index everywhere.
+        published = adopt_pushed(image.name, existing_digest, registries, environ)
+        missing = sorted(set(image_plan.platforms) - set(published.platform_digests))
+        if missing:
+            raise PipelineError(
+                f"{image.name}@{existing_digest} lacks {', '.join(missing)}; merge every platform before releasing"
+            )
+        digest = existing_digest
+    else:
+        spec = spec_for(
+            config,
+            image,
+            platforms=image_plan.platforms,
+            labels=_labels(image_plan, stand_in),
+            annotations=image_plan.annotations,
+            extra_build_args=_build_args(plan),
+            registries=registries,
+            writable_cache_registry=bool(config.pipeline.registries),
+        )
+        step = time.monotonic()
+        built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
+        report.add_timing("build", time.monotonic() - step)
+        digest = built.index_digest
+        if not no_push:
+            step = time.monotonic()
+            published = push_everywhere(built, registries, environ)
+            report.add_timing("push", time.monotonic() - step)
+    outcome.index_digest = digest
     if no_push:
         targets = [
             SmokeTarget(image.name, "docker", local_tag, p, config.smoke_path(image))
             for p in image_plan.platforms
         ]
     else:
-        step = time.monotonic()
-        published = push_everywhere(built, registries, environ)
-        report.add_timing("push", time.monotonic() - step)
         outcome.platform_digests = published.platform_digests
         outcome.pushed = {push.registry: push.reference for push in published.pushes}
         targets = [
             SmokeTarget(
                 image.name,
                 registry.name,
-                f"{registry.repository(image.name)}@{built.index_digest}",
+                f"{registry.repository(image.name)}@{digest}",
                 platform,
                 config.smoke_path(image),
             )
@@ -212,14 +257,9 @@ def _release_image(
     if not smoke_report.passed:
         raise SmokeError(
             f"smoke tests of {image.name} failed ({smoke_report.summary()}); no tag was moved, the untagged "
-            f"digest {built.index_digest} stays for inspection"
+            f"digest {digest} stays for inspection"
         )
-    if no_push:
-        return
-    step = time.monotonic()
-    for promotion in promote(image.name, built.index_digest, image_plan.tags, registries, environ):
-        outcome.tags_moved[promotion.registry] = [f"{promotion.repository}:{tag}" for tag in promotion.tags]
-    report.add_timing("promote", time.monotonic() - step)
+    return digest
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -232,10 +272,21 @@ def _run(args: argparse.Namespace) -> int:
         no_push=args.no_push,
         dry=args.dry_run,
         report_path=None if args.dry_run else args.report,
+        digests=_parse_digests(config, args.digest or []),
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     return 0
+
+
+def _parse_digests(config: LoadedConfig, values: list[str]) -> dict[str, str]:
+    digests: dict[str, str] = {}
+    for value in values:
+        name, _, digest = value.partition("=")
+        if not digest.startswith("sha256:") or len(digest) != len("sha256:") + 64:
+            raise PipelineError(f"--digest {value!r}: give IMAGE=sha256:<64 hex digits>")
+        digests[config.image(name).name] = digest
+    return digests
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -253,4 +304,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the JSON report")
     parser.add_argument("--json", action="store_true", help="also print the report as JSON on stdout")
+    parser.add_argument(
+        "--digest",
+        action="append",
+        metavar="IMAGE=sha256:...",
+        help="release this already pushed index (from `pipeline merge`) instead of building; repeatable",
+    )
     parser.set_defaults(handler=_run)

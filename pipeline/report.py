@@ -74,6 +74,9 @@ class ReleaseReport:
         self.images.append(outcome)
         return outcome
 
+    def image(self, name: str) -> ImageOutcome:
+        return next(outcome for outcome in self.images if outcome.name == name)
+
     def add_timing(self, step: str, seconds: float) -> None:
         self.timings[step] = self.timings.get(step, 0.0) + seconds
 

@@ -61,16 +61,17 @@ build_args = {{ BASE = "{base_image}" }}
 
 
 def registries_toml(open_registry: TestRegistry, auth_registry: TestRegistry) -> str:
+    # Namespaces of their own: the session's registries are shared with other test modules.
     return f"""
 [[registries]]
 name = "hub"
-url = "{auth_registry.url}/acme"
+url = "{auth_registry.url}/release-e2e"
 username_env = "TEST_HUB_USER"
 password_env = "TEST_HUB_TOKEN"
 
 [[registries]]
 name = "private"
-url = "{open_registry.url}"
+url = "{open_registry.url}/release-e2e-private"
 """
 
 
@@ -111,7 +112,7 @@ def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries
 
     hub = RegistryClient(auth_registry.url, Credentials(auth_registry.username, auth_registry.password))
     private = RegistryClient(open_registry.url)
-    for client, repository in ((hub, f"acme/{IMAGE}"), (private, IMAGE)):
+    for client, repository in ((hub, f"release-e2e/{IMAGE}"), (private, f"release-e2e-private/{IMAGE}")):
         assert client.manifest_digest(repository, digest) == digest
         # The build cache lives beside the image under `buildcache` (mode=max) and is not an image tag.
         tags = [tag for tag in client.tags(repository) if tag != "buildcache"]
@@ -126,7 +127,7 @@ def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries
 
     # Independently of the smoke runner: each platform, pulled by tag, reports its own architecture.
     for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
-        reference = f"{open_registry.url}/{IMAGE}:1.2.3"
+        reference = f"{open_registry.url}/release-e2e-private/{IMAGE}:1.2.3"
         out = subprocess.run(
             ["docker", "run", "--rm", "--pull", "always", "--platform", platform, reference],
             capture_output=True,
@@ -206,3 +207,39 @@ def test_unreachable_registry_is_one_line_and_tags_nothing(tmp_path: Path, base_
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "gone" in errors[0], result.stderr
+
+
+@pytest.mark.engine
+def test_fan_out_then_release_of_the_merged_digest(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    """Per-platform builds as separate processes, a merge, then the gate on the merged index: no rebuild."""
+    project = make_project(
+        tmp_path,
+        base_image,
+        f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/fanout-release"\n',
+    )
+    digest_files = []
+    for platform in ("linux/amd64", "linux/arm64"):
+        digest_file = tmp_path / f"{platform.replace('/', '-')}.json"
+        result = run_pipeline(
+            project, "build", "--platform", platform, "--push-by-digest", "--digest-file", str(digest_file)
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        digest_files.append(str(digest_file))
+    merged = run_pipeline(project, "merge", *digest_files)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    index_digest = json.loads(merged.stdout.strip().splitlines()[-1])["index_digest"]
+
+    client = RegistryClient(open_registry.url)
+    repository = f"fanout-release/{IMAGE}"
+    assert [t for t in client.tags(repository) if not t.startswith("buildcache")] == []
+
+    result = run_pipeline(project, "release", "--digest", f"{IMAGE}={index_digest}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "building" not in result.stderr
+    report = json.loads((project / "release.json").read_text())
+    assert report["images"][0]["index_digest"] == index_digest
+    assert set(report["images"][0]["platforms"]) == {"linux/amd64", "linux/arm64"}
+    for tag in ("1.2.3", "1.2", "1", "latest"):
+        assert client.manifest_digest(repository, tag) == index_digest
