@@ -1,0 +1,247 @@
+"""A full gated release of the example image to two registries, against a plain shell script doing the
+same work with docker and buildx (bench/baseline_release.sh), and the extra cost of a second registry.
+
+Both sides run against the same two local registries (one open, one with htpasswd auth standing in for
+Docker Hub) and the same two-platform busybox base, with warm build caches: one warm-up run each, then
+the two sides alternate, median of three. Every run pushes to a fresh namespace, so that the registries
+really receive the image each time instead of answering "already there".
+
+1. release: wall time of `python -m pipeline release` (plan, login, build both platforms, push by
+   digest to both, smoke-test every platform from every registry, promote, report) over the script's
+   (login, `docker buildx build --push -t A -t B`, pull and run each platform from each). Target <= 1.05.
+2. second registry: the pipeline's push of the built image to two registries minus its push to one, over
+   the push to one. Target <= 0.3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.build import BuildSpec, BuiltImage, build
+from pipeline.config import RegistryConfig
+from pipeline.engine import ENGINE_STATE, ensure_engine, push_two_platform_busybox
+from pipeline.publish import push_everywhere
+from pipeline.registry import Credentials, RegistryServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "Dockerfiles" / "hello"
+BASELINE = Path(__file__).resolve().with_name("baseline_release.sh")
+RELEASE_TARGET = 1.05
+SECOND_REGISTRY_TARGET = 0.3
+ROUNDS = 3
+USER_ENV, TOKEN_ENV = "BENCH_HUB_USER", "BENCH_HUB_TOKEN"
+
+
+class Bench:
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.credentials = Credentials("benchuser", f"pw-{secrets.token_hex(12)}")
+        self.open = RegistryServer(scratch / "open", free_port())
+        self.auth = RegistryServer(scratch / "auth", free_port(), credentials=self.credentials)
+        self.project = scratch / "project"
+        self.base = ""
+        self.runs = 0
+
+    def __enter__(self) -> Bench:
+        self.open.start()
+        self.auth.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open.stop()
+        self.auth.stop()
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {USER_ENV: self.credentials.username, TOKEN_ENV: self.credentials.password}
+
+    def namespace(self) -> str:
+        self.runs += 1
+        return f"run{self.runs}x{secrets.token_hex(3)}"
+
+    def prepare(self) -> None:
+        cache = ENGINE_STATE / "busybox" if (ENGINE_STATE / "busybox").is_dir() else self.scratch / "busybox"
+        self.base = push_two_platform_busybox(f"{self.open.url}/bench/base", ("1",), cache=cache)
+        shutil.copytree(HELLO, self.project / "hello")
+        # The release versions from git: a repository with the example committed and tagged. The config
+        # stays untracked (rewritten for every run's namespace), and untracked files do not make it dirty.
+        env = {
+            **os.environ,
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "bench",
+            "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+            "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+            "GIT_AUTHOR_DATE": "@1700000000 +0000",
+            "GIT_COMMITTER_DATE": "@1700000000 +0000",
+        }
+        for command in (
+            ["init", "-q", "-b", "main"],
+            ["add", "hello"],
+            ["commit", "-q", "-m", "hello"],
+            ["tag", "v1.0.0"],
+        ):
+            subprocess.run(["git", *command], cwd=self.project, env=env, check=True, capture_output=True)
+
+    # -- the two sides -------------------------------------------------------------------------------------
+
+    def pipeline_release(self) -> float:
+        namespace = self.namespace()
+        (self.project / "pipeline.toml").write_text(
+            f"""[[registries]]
+name = "private"
+url = "{self.open.url}/{namespace}"
+
+[[registries]]
+name = "dockerhub"
+url = "{self.auth.url}/{namespace}"
+username_env = "{USER_ENV}"
+password_env = "{TOKEN_ENV}"
+
+[[images]]
+name = "hello"
+context = "hello"
+platforms = ["linux/amd64", "linux/arm64"]
+build_args = {{ BASE = "{self.base}" }}
+"""
+        )
+        report = self.scratch / f"release-{namespace}.json"
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "-q", "release", "--report", str(report)],
+            cwd=self.project,
+            env={**os.environ, **self.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.monotonic() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"pipeline release failed: {result.stderr.strip()[-1500:]}")
+        status = json.loads(report.read_text())["status"]
+        if status != "published":
+            raise RuntimeError(f"pipeline release ended as {status}")
+        return seconds
+
+    def baseline(self) -> float:
+        namespace = self.namespace()
+        docker_config = self.scratch / f"docker-config-{namespace}"
+        docker_config.mkdir()
+        plugins = Path(os.environ.get("DOCKER_CONFIG", str(Path.home() / ".docker"))) / "cli-plugins"
+        if plugins.is_dir():
+            (docker_config / "cli-plugins").symlink_to(plugins)
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                "bash",
+                str(BASELINE),
+                str(self.project / "hello"),
+                self.base,
+                f"{self.open.url}/{namespace}/hello",
+                f"{self.auth.url}/{namespace}/hello",
+                "1.0.0",
+            ],
+            env={
+                **os.environ,
+                "DOCKER_CONFIG": str(docker_config),
+                "BASELINE_USER": self.credentials.username,
+                "BASELINE_TOKEN": self.credentials.password,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.monotonic() - started
+        shutil.rmtree(docker_config, ignore_errors=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"baseline script failed: {result.stderr.strip()[-1500:]}")
+        outputs = sorted(line for line in result.stdout.splitlines() if line.startswith("hello from"))
+        if outputs != ["hello from aarch64"] * 2 + ["hello from x86_64"] * 2:
+            raise RuntimeError(f"baseline script ran the wrong images: {outputs}")
+        return seconds
+
+    # -- pushes ----------------------------------------------------------------------------------------------
+
+    def built(self) -> BuiltImage:
+        spec = BuildSpec(
+            image="hello",
+            context=self.project / "hello",
+            dockerfile=self.project / "hello" / "Dockerfile",
+            platforms=("linux/amd64", "linux/arm64"),
+            build_args={"BASE": self.base},
+        )
+        return build(spec, output_dir=self.scratch / "layout")
+
+    def push(self, built: BuiltImage, registries: int) -> float:
+        namespace = self.namespace()
+        configs = (
+            RegistryConfig(name="private", url=f"{self.open.url}/{namespace}"),
+            RegistryConfig(
+                name="dockerhub",
+                url=f"{self.auth.url}/{namespace}",
+                username_env=USER_ENV,
+                password_env=TOKEN_ENV,
+            ),
+        )[:registries]
+        started = time.monotonic()
+        push_everywhere(built, configs, self.environ)
+        return time.monotonic() - started
+
+
+def alternate(
+    first: Callable[[], float], second: Callable[[], float], rounds: int
+) -> tuple[list[float], list[float]]:
+    """One warm-up of each, then `rounds` of each, taking turns so that drift hits both sides alike."""
+    first()
+    second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        times[0].append(first())
+        times[1].append(second())
+    return times
+
+
+def _times(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def run() -> list[tuple[str, float, float, str]]:
+    ensure_engine()
+    # Fast retries would only matter on a flaky registry; keep the defaults a user gets.
+    with tempfile.TemporaryDirectory(prefix="bench-release-") as scratch, Bench(Path(scratch)) as bench:
+        bench.prepare()
+        pipeline_times, script_times = alternate(bench.pipeline_release, bench.baseline, ROUNDS)
+        built = bench.built()
+        # More rounds here: a push of a few MB to a loopback registry takes well under a second.
+        one_times, two_times = alternate(
+            lambda: bench.push(built, 1), lambda: bench.push(built, 2), 3 * ROUNDS
+        )
+
+    pipeline_median, script_median = statistics.median(pipeline_times), statistics.median(script_times)
+    one, two = statistics.median(one_times), statistics.median(two_times)
+    return [
+        (
+            "release wall time / shell script",
+            pipeline_median / script_median,
+            RELEASE_TARGET,
+            f"pipeline {pipeline_median:.2f}s ({_times(pipeline_times)}), "
+            f"script {script_median:.2f}s ({_times(script_times)}), median of {ROUNDS} after a warm-up each",
+        ),
+        (
+            "second registry extra push / first",
+            (two - one) / one,
+            SECOND_REGISTRY_TARGET,
+            f"push to 1 registry {one:.3f}s ({_times(one_times)}), to 2 {two:.3f}s ({_times(two_times)})",
+        ),
+    ]
