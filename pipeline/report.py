@@ -88,7 +88,9 @@ class ReleaseReport:
 
     @property
     def tags(self) -> list[str]:
-        return [ref for image in self.images for refs in image.tags_moved.values() for ref in refs]
+        """The references tagged, or for a dry run those that would be."""
+        source = "planned_tags" if self.mode == "dry-run" else "tags_moved"
+        return [ref for image in self.images for refs in getattr(image, source).values() for ref in refs]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -427,11 +427,6 @@ def test_action_on_a_pull_request_tags_pr_number(
 
 
 @pytest.mark.engine
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline release of a single-platform image fails in build.py: buildx refuses index annotations "
-    "(annotation-index.*) for a single-platform OCI export; reported to the lead",
-)
 def test_action_platforms_input_builds_only_those(
     tmp_path: Path,
     runner_temp: Path,
@@ -680,4 +675,4 @@ def test_fan_out_builds_each_platform_separately_and_merges_one_index(
     for client, repository in ((private, f"fanout/{IMAGE}"), (hub, f"fanout/{IMAGE}")):
         assert client.platform_digests(repository, index) == expected
     # Pushed by digest only: the fan-out moves no tag; promotion comes after the smoke tests.
-    assert private.tags(f"fanout/{IMAGE}") in ([], ["buildcache"])
+    assert [tag for tag in private.tags(f"fanout/{IMAGE}") if not tag.startswith("buildcache")] == []
