@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -13,6 +15,14 @@ nox.options.reuse_existing_virtualenvs = True
 def _provision_engine(session: nox.Session) -> None:
     # Does nothing when an engine with buildx and arm64 already answers (a laptop, a hosted runner).
     session.run("python", "-m", "pipeline", "engine", "up")
+
+
+def _ensure_debian_tool(session: nox.Session, package: str) -> None:
+    # Not on PyPI: installed from Debian where we may (root on Debian); elsewhere the check says how.
+    if shutil.which(package) or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", package, external=True)
 
 
 @nox.session
@@ -32,6 +42,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
     session.run("python", "-m", "pipeline", "lint")
     if Path(".github").is_dir():
+        _ensure_debian_tool(session, "shellcheck")
         session.run("python", "-m", "pipeline.github_lint")
 
 
