@@ -103,6 +103,36 @@ def offline_base_in_use(status: EngineStatus | None = None) -> bool:
     return any(BASE_MIRROR_URL in mirror for mirror in mirrors) and registry_answers(BASE_MIRROR_URL)
 
 
+def docker_hub_repository(reference: str) -> str | None:
+    """`library/alpine` for `alpine:3.20` or `docker.io/library/alpine@sha256:...`; None for other registries."""
+    name = reference.split("@", 1)[0]
+    first, _, rest = name.partition("/")
+    if rest and (first in ("docker.io", "index.docker.io", "registry-1.docker.io")):
+        name = rest
+    elif rest and ("." in first or ":" in first or first == "localhost"):
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    return name if "/" in name else f"library/{name}"
+
+
+def stand_in_bases(dockerfile: Path, build_args: dict[str, str]) -> list[str]:
+    """The base images of a Dockerfile that the offline mirror answers with the busybox stand-in."""
+    from pipeline.dockerfile import expand, parse_file
+
+    parsed = parse_file(dockerfile)
+    arguments: dict[str, str | None] = {
+        key: build_args.get(key, default) for key, default in parsed.global_args.items()
+    }
+    found: list[str] = []
+    for stage in parsed.stages:
+        base = expand(stage.base, arguments)
+        if base == "scratch" or parsed.stage_by_name(base) is not None:
+            continue
+        if docker_hub_repository(base) in STAND_IN_REPOSITORIES and base not in found:
+            found.append(base)
+    return found
+
+
 def offline_base_notice() -> str:
     return (
         f"offline host: FROM alpine:* resolves to a busybox stand-in through the mirror at {BASE_MIRROR_URL}; "

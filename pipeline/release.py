@@ -26,6 +26,7 @@ from pipeline.engine import (
     ensure_engine,
     offline_base_in_use,
     offline_base_notice,
+    stand_in_bases,
 )
 from pipeline.errors import PipelineError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
@@ -59,10 +60,10 @@ def _build_args(plan: Plan) -> dict[str, str]:
     return {"SOURCE_DATE_EPOCH": epoch} if epoch else {}
 
 
-def _labels(image_plan: ImagePlan, stand_in: bool) -> dict[str, str]:
+def _labels(image_plan: ImagePlan, stand_in_bases: list[str]) -> dict[str, str]:
     labels = dict(image_plan.labels)
-    if stand_in:
-        labels[STAND_IN_LABEL] = STAND_IN_DESCRIPTION
+    if stand_in_bases:
+        labels[STAND_IN_LABEL] = f"{', '.join(stand_in_bases)}: {STAND_IN_DESCRIPTION}"
     return labels
 
 
@@ -209,11 +210,16 @@ def _build_push_and_smoke(
             )
         digest = existing_digest
     else:
+        bases = stand_in_bases(config.dockerfile_path(image), image.build_args) if stand_in else []
+        if bases:
+            log.warning(
+                "%s: base %s is the offline busybox stand-in, NOT Alpine", image.name, ", ".join(bases)
+            )
         spec = spec_for(
             config,
             image,
             platforms=image_plan.platforms,
-            labels=_labels(image_plan, stand_in),
+            labels=_labels(image_plan, bases),
             annotations=image_plan.annotations,
             extra_build_args=_build_args(plan),
             registries=registries,

@@ -243,3 +243,27 @@ def test_fan_out_then_release_of_the_merged_digest(
     assert set(report["images"][0]["platforms"]) == {"linux/amd64", "linux/arm64"}
     for tag in ("1.2.3", "1.2", "1", "latest"):
         assert client.manifest_digest(repository, tag) == index_digest
+
+
+@pytest.mark.engine
+def test_images_built_on_the_offline_stand_in_are_labelled(
+    tmp_path: Path, open_registry: TestRegistry
+) -> None:
+    from pipeline.engine import STAND_IN_LABEL, offline_base_in_use
+
+    if not offline_base_in_use():
+        pytest.skip("Docker Hub is reachable here: the real alpine is used and nothing is labelled")
+    project = make_project(
+        tmp_path, "alpine:3.20", f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/standin"\n'
+    )
+    result = run_pipeline(project, "release")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "NOT Alpine" in result.stderr
+    report = json.loads((project / "release.json").read_text())
+    client = RegistryClient(open_registry.url)
+    repository = f"standin/{IMAGE}"
+    for digest in report["images"][0]["platforms"].values():
+        manifest = client.get_manifest(repository, digest).document
+        labels = client.get_blob_json(repository, manifest["config"]["digest"])["config"]["Labels"]
+        assert "alpine:3.20" in labels[STAND_IN_LABEL] and "not Alpine" in labels[STAND_IN_LABEL]
+        assert labels["org.opencontainers.image.version"] == "1.2.3"
