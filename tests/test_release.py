@@ -267,3 +267,32 @@ def test_images_built_on_the_offline_stand_in_are_labelled(
         labels = client.get_blob_json(repository, manifest["config"]["digest"])["config"]["Labels"]
         assert "alpine:3.20" in labels[STAND_IN_LABEL] and "not Alpine" in labels[STAND_IN_LABEL]
         assert labels["org.opencontainers.image.version"] == "1.2.3"
+
+
+@pytest.mark.engine
+def test_no_push_builds_loads_and_smoke_tests_locally(tmp_path: Path, base_image: str) -> None:
+    project = make_project(
+        tmp_path, base_image, '[[registries]]\nname = "nowhere"\nurl = "127.0.0.1:9/unused"\n'
+    )
+    result = run_pipeline(project, "release", "--no-push")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads((project / "release.json").read_text())
+    assert report["status"] == "local"
+    targets = report["images"][0]["smoke"]["targets"]
+    assert {(t["registry"], t["platform"], t["passed"]) for t in targets} == {
+        ("docker", "linux/amd64", True),
+        ("docker", "linux/arm64", True),
+    }
+    assert report["tags_moved"] == []
+    assert "aarch64" in result.stdout and "x86_64" in result.stdout
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path, "alpine:3.20", '[[registries]]\nname = "hub"\nurl = "127.0.0.1:9/acme"\n'
+    )
+    result = run_pipeline(project, "release", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would push it by digest to hub (127.0.0.1:9/acme/acme/hello)" in result.stdout
+    assert "then would tag in hub: 1.2.3, 1.2, 1, latest" in result.stdout
+    assert not (project / "release.json").exists()
