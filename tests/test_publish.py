@@ -103,9 +103,11 @@ class Target:
         )
 
     def human_tags(self, image: str = "hello") -> tuple[list[str], list[str]]:
-        """The tags people pull: the build cache the pipeline keeps under `buildcache` is not one of them."""
+        """The tags people pull: the build cache the pipeline keeps under `buildcache[-PLATFORM]` is not one."""
         first, second = self.tags(image)
-        return [t for t in first if t != "buildcache"], [t for t in second if t != "buildcache"]
+        return [t for t in first if not t.startswith("buildcache")], [
+            t for t in second if not t.startswith("buildcache")
+        ]
 
     def clients(self) -> list[RegistryClient]:
         return [
