@@ -69,7 +69,9 @@ class RegistryClient:
         *,
         insecure: bool = False,
         name: str | None = None,
+        credential_variables: tuple[str, str] | None = None,
     ) -> None:
+        self.credential_variables = credential_variables
         self.host = host
         self.name = name or host
         self.credentials = credentials
@@ -164,10 +166,12 @@ class RegistryClient:
     def _auth_message(self, status: int) -> str:
         if self.credentials is None:
             return f"registry {self.name} ({self.host}) wants credentials ({status}); set username_env/password_env"
-        return (
-            f"registry {self.name} ({self.host}) refused the credentials ({status}); check the user and token in "
-            "the environment variables its config names"
+        where = (
+            f"{self.credential_variables[0]} and {self.credential_variables[1]}"
+            if self.credential_variables
+            else "the environment variables its config names"
         )
+        return f"registry {self.name} ({self.host}) refused the credentials ({status}); check {where}"
 
     # -- operations ----------------------------------------------------------------------------------------
 

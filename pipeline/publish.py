@@ -47,8 +47,17 @@ def credentials_for(registry: RegistryConfig, environ: Mapping[str, str] | None 
 
 
 def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None = None) -> RegistryClient:
+    variables = (
+        (registry.username_env, registry.password_env)
+        if registry.username_env is not None and registry.password_env is not None
+        else None
+    )
     return RegistryClient(
-        registry.host, credentials_for(registry, environ), insecure=registry.insecure, name=registry.name
+        registry.host,
+        credentials_for(registry, environ),
+        insecure=registry.insecure,
+        name=registry.name,
+        credential_variables=variables,
     )
 
 
@@ -250,12 +259,26 @@ def promote(
     registries: Sequence[RegistryConfig],
     environ: Mapping[str, str] | None = None,
 ) -> list[Promotion]:
-    """Point the human tags at the tested digest in every registry: manifest copies, no blob moves."""
-    done: list[Promotion] = []
+    """Point the human tags at the tested digest in every registry: manifest copies, no blob moves.
+
+    Every registry is read first, so that one that is down fails the run before any tag moves anywhere.
+    """
+    manifests = []
     for registry in registries:
         client = registry_client(registry, environ)
         repository = _repository_path(registry, image)
-        client.tag(repository, digest, list(tags))
+        manifest = client.get_manifest(repository, digest)
+        if manifest.digest != digest:
+            raise RegistryError(f"registry {registry.name} returned {manifest.digest} for {image}@{digest}")
+        manifests.append((registry, client, repository, manifest))
+    done: list[Promotion] = []
+    for registry, client, repository, manifest in manifests:
+        for tag in tags:
+            stored = client.put_manifest(repository, tag, manifest)
+            if stored != digest:
+                raise RegistryError(
+                    f"{registry.name}: {repository}:{tag} stored as {stored}, expected {digest}"
+                )
         log.info("tagged %s in %s: %s", image, registry.name, ", ".join(tags))
         done.append(Promotion(registry.name, registry.repository(image), digest, list(tags)))
     return done
