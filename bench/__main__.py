@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rich.console import Console
 from rich.table import Table
+
+from pipeline.report import wide_console
 
 # Each module exposes `run() -> list[tuple[str, float, float, str]]`: (measure, ratio, target, detail);
 # a ratio at or under its target passes.
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
             ok = ratio <= target
             failed |= not ok
             table.add_row(name, measure, f"{ratio:.3f}", f"<= {target}", "ok" if ok else "MISSED", detail)
-    Console().print(table)
+    wide_console().print(table)
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import http.client
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +31,7 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 _TIMEOUT = 30.0
+_MAX_REDIRECTS = 5
 _DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
@@ -61,6 +63,53 @@ def api_base(host: str, *, insecure: bool = False) -> str:
     return f"{'http' if insecure or _is_loopback(host) else 'https'}://{host}"
 
 
+class ConnectionPool:
+    """Keep-alive HTTP connections, one per thread and host: a push is dozens of small requests, and a new
+    TCP connection for each costs more than the request itself."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        connections: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "connections", {}
+        )
+        key = (scheme, netloc)
+        if key not in connections:
+            connection_class = (
+                http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            )
+            connections[key] = connection_class(netloc, timeout=_TIMEOUT)
+        return connections[key]
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        connection = self._local.__dict__.get("connections", {}).pop((scheme, netloc), None)
+        if connection is not None:
+            connection.close()
+
+    def exchange(
+        self, name: str, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise RegistryError(f"{name}: refusing a non-HTTP location {url!r}")
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        if body is not None:
+            headers = {**headers, "Content-Length": str(len(body))}
+        connection = self._connection(parts.scheme, parts.netloc)
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            # Also a kept-alive connection the server closed meanwhile: the caller's logged retry opens a new one.
+            self._drop(parts.scheme, parts.netloc)
+            raise TransientError(f"{name}: {method} {url}: {error}") from error
+        if response.will_close:
+            self._drop(parts.scheme, parts.netloc)
+        return response.status, _lower(response.getheaders()), data
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -77,6 +126,7 @@ class RegistryClient:
         self.credentials = credentials
         self.base = api_base(host, insecure=insecure)
         self._tokens: dict[str, str] = {}
+        self._connections = ConnectionPool()
         self._basic = False
 
     # -- requests ------------------------------------------------------------------------------------------
@@ -91,8 +141,14 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         def attempt() -> tuple[int, dict[str, str], bytes]:
+            sent_with = self._authorization(scope)
             status, response_headers, data = self._send(method, path, scope, body, headers or {})
-            if status == 401 and self._authenticate(response_headers.get("www-authenticate", ""), scope):
+            # Concurrent requests may all meet the first 401: the ones that lose the race to authenticate
+            # just send again with what the winner obtained.
+            if status == 401 and (
+                self._authorization(scope) != sent_with
+                or self._authenticate(response_headers.get("www-authenticate", ""), scope)
+            ):
                 status, response_headers, data = self._send(method, path, scope, body, headers or {})
             if status in (401, 403):
                 raise AuthError(self._auth_message(status))
@@ -106,26 +162,33 @@ class RegistryClient:
         except TransientError as error:
             raise RegistryError(f"{error} (gave up after {policy.attempts} attempts)") from None
 
+    def _authorization(self, scope: str) -> str | None:
+        if scope in self._tokens:
+            return f"Bearer {self._tokens[scope]}"
+        if self._basic and self.credentials is not None:
+            return _basic_header(self.credentials)
+        return None
+
     def _send(
         self, method: str, path: str, scope: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         url = path if path.startswith(("http://", "https://")) else self.base + path
-        if not url.startswith(("http://", "https://")):
-            raise RegistryError(f"{self.name}: refusing to follow a non-HTTP location {url!r}")
-        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))  # noqa: S310
-        if scope in self._tokens:
-            request.add_header("Authorization", f"Bearer {self._tokens[scope]}")
-        elif self._basic and self.credentials is not None:
-            request.add_header("Authorization", _basic_header(self.credentials))
-        try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310 - registry URL
-                return int(response.status), _lower(response.headers.items()), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, _lower(error.headers.items()), error.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
-            raise TransientError(
-                f"{self.name}: {method} {self.base}{path}: {getattr(error, 'reason', error)}"
-            ) from error
+        request_headers = dict(headers)
+        authorization = self._authorization(scope)
+        if authorization is not None:
+            request_headers["Authorization"] = authorization
+        origin = urllib.parse.urlsplit(url).netloc
+        for _ in range(_MAX_REDIRECTS + 1):
+            status, response_headers, data = self._connections.exchange(
+                self.name, method, url, body, request_headers
+            )
+            if status not in (301, 302, 303, 307, 308) or method not in ("GET", "HEAD"):
+                return status, response_headers, data
+            # Blob reads may be redirected to storage elsewhere: follow, without our credentials if so.
+            url = urllib.parse.urljoin(url, response_headers.get("location", ""))
+            if urllib.parse.urlsplit(url).netloc != origin:
+                request_headers.pop("Authorization", None)
+        raise RegistryError(f"{self.name}: {method} {path}: more than {_MAX_REDIRECTS} redirects")
 
     def _authenticate(self, challenge: str, scope: str) -> bool:
         if self.credentials is None and not challenge.lower().startswith("bearer"):
@@ -236,9 +299,9 @@ class RegistryClient:
         parsed: dict[str, Any] = json.loads(body)
         return parsed
 
-    def tag(self, repository: str, digest: str, tags: list[str]) -> None:
+    def tag(self, repository: str, digest: str, tags: list[str], manifest: Manifest | None = None) -> None:
         """Point `tags` at `digest`: the same manifest bytes under new names; no blob moves."""
-        manifest = self.get_manifest(repository, digest)
+        manifest = manifest or self.get_manifest(repository, digest)
         for tag in tags:
             stored = self.put_manifest(repository, tag, manifest)
             if stored != digest:
@@ -347,36 +410,42 @@ class BlobUploader:
         return True
 
     def push_layout(self, layout: Path, index_digest: str) -> PushStats:
-        """Push everything reachable from `index_digest` in an OCI layout folder, children before parents."""
+        """Push everything reachable from `index_digest` in an OCI layout folder: all blobs (a few at a
+        time), then the manifests, children before the index that names them."""
         blobs = layout / "blobs" / "sha256"
         stats = PushStats()
 
         def blob_path(digest: str) -> Path:
             return blobs / digest.removeprefix("sha256:")
 
-        def push_manifest(digest: str, media_type: str) -> None:
+        manifests: list[tuple[str, str]] = []  # (digest, media type), children first
+        layer_sizes: dict[str, int] = {}
+
+        def walk(digest: str, media_type: str) -> None:
             document = json.loads(blob_path(digest).read_bytes())
             for child in document.get("manifests", []):
-                push_manifest(child["digest"], child["mediaType"])
+                walk(child["digest"], child["mediaType"])
             for descriptor in [document.get("config"), *document.get("layers", [])]:
-                if descriptor is None:
-                    continue
-                sent = self.upload_blob(descriptor["digest"], blob_path(descriptor["digest"]))
-                stats.blobs_sent += int(sent)
-                stats.blobs_present += int(not sent)
-                stats.bytes_sent += descriptor.get("size", 0) if sent else 0
-            manifest = Manifest(media_type=media_type, body=blob_path(digest).read_bytes(), digest=digest)
-            stored = self.client.put_manifest(self.repository, digest, manifest)
-            if stored != digest:
-                raise RegistryError(f"{self.client.name}: {self.repository}@{digest} stored as {stored}")
-            stats.manifests += 1
+                if descriptor is not None:
+                    layer_sizes[descriptor["digest"]] = int(descriptor.get("size", 0))
+            manifests.append((digest, media_type))
 
         index = json.loads((layout / "index.json").read_text())
         media_type = next(
             (m["mediaType"] for m in index.get("manifests", []) if m["digest"] == index_digest),
             INDEX_TYPES[0],
         )
-        push_manifest(index_digest, media_type)
+        walk(index_digest, media_type)
+        sent = {digest: self.upload_blob(digest, blob_path(digest)) for digest in layer_sizes}
+        stats.blobs_sent = sum(sent.values())
+        stats.blobs_present = len(sent) - stats.blobs_sent
+        stats.bytes_sent = sum(size for digest, size in layer_sizes.items() if sent[digest])
+        for digest, kind in manifests:
+            manifest = Manifest(media_type=kind, body=blob_path(digest).read_bytes(), digest=digest)
+            stored = self.client.put_manifest(self.repository, digest, manifest)
+            if stored != digest:
+                raise RegistryError(f"{self.client.name}: {self.repository}@{digest} stored as {stored}")
+            stats.manifests += 1
         return stats
 
 

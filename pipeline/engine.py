@@ -10,6 +10,7 @@ it says so (see `offline_base_notice`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,7 +59,24 @@ class EngineStatus:
         return not self.problems
 
 
-def engine_status(required_platforms: tuple[str, ...] = REQUIRED_PLATFORMS) -> EngineStatus:
+def _check_cache() -> Path:
+    from pipeline.registry import state_home
+
+    return state_home() / "engine-check.json"
+
+
+def _engine_fingerprint(info_id: str | None, version: str | None) -> str:
+    # Which engine, and whether QEMU is still registered: both change on a restart or a new machine.
+    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    enabled = binfmt.exists() and "enabled" in binfmt.read_text(errors="replace")
+    return f"{os.environ.get('DOCKER_HOST', '')}|{info_id}|{version}|{enabled}"
+
+
+def engine_status(
+    required_platforms: tuple[str, ...] = REQUIRED_PLATFORMS, *, use_cache: bool = False
+) -> EngineStatus:
+    """What the engine can do. `use_cache`: trust a full check of the same engine from the last hour for
+    buildx and its platforms (two docker calls fewer on every run); `docker info` is always asked."""
     status = EngineStatus()
     if shutil.which("docker") is None:
         status.problems.append("no docker client on PATH")
@@ -70,6 +89,17 @@ def engine_status(required_platforms: tuple[str, ...] = REQUIRED_PLATFORMS) -> E
     status.server_version = info.server_version
     status.containerd_store = "containerd" in str(info.driver_status or "") or info.driver == "overlayfs"
     status.mirrors = list((info.registry_config or {}).get("Mirrors") or [])
+    fingerprint = _engine_fingerprint(info.id, info.server_version)
+    if use_cache:
+        try:
+            cached = json.loads(_check_cache().read_text())
+            fresh = time.time() - float(cached["at"]) < 3600 and cached["fingerprint"] == fingerprint
+        except (OSError, ValueError, KeyError, TypeError):
+            fresh = False
+        if fresh and set(required_platforms) <= set(cached["platforms"]):
+            status.buildx_version = cached["buildx"]
+            status.platforms = list(cached["platforms"])
+            return status
     try:
         status.buildx_version = str(docker.buildx.version()).split()[1]
         builder = docker.buildx.inspect(bootstrap=True)
@@ -83,6 +113,11 @@ def engine_status(required_platforms: tuple[str, ...] = REQUIRED_PLATFORMS) -> E
         status.problems.append(
             f"the buildx builder cannot build {', '.join(missing)} (QEMU binfmt not enabled?)"
         )
+    else:
+        record = {"at": time.time(), "fingerprint": fingerprint, "buildx": status.buildx_version}
+        with contextlib.suppress(OSError):
+            _check_cache().parent.mkdir(parents=True, exist_ok=True)
+            _check_cache().write_text(json.dumps({**record, "platforms": status.platforms}))
     return status
 
 
@@ -164,7 +199,7 @@ def _manual_instructions(problems: list[str]) -> str:
 def ensure_engine(*, provision: bool = True) -> EngineStatus:
     """Make sure an engine with buildx and amd64+arm64 answers; provision one on Debian as root."""
     offline = not docker_hub_reachable()
-    status = engine_status()
+    status = engine_status(use_cache=True)
     needs_mirror = offline and not offline_base_in_use(status)
     if status.ready and not needs_mirror:
         log.info("engine ready: Docker %s, buildx %s", status.server_version, status.buildx_version)

@@ -249,6 +249,11 @@ def _build_push_and_smoke(
                 f"{registry.repository(image.name)}@{digest}",
                 platform,
                 config.smoke_path(image),
+                (
+                    f"{registry.repository(image.name)}@{published.platform_digests[platform]}"
+                    if platform in published.platform_digests
+                    else None  # the smoke runner resolves it and reports the platform missing
+                ),
             )
             for registry in registries
             for platform in image_plan.platforms

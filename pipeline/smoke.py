@@ -84,6 +84,9 @@ class SmokeTarget:
     reference: str  # pullable reference, normally repo@sha256:<index digest>
     platform: str  # "linux/amd64" | "linux/arm64" ...
     checks: Path | None  # CST YAML file, None = built-in checks only
+    # The platform's own manifest (repo@sha256:...) when the caller knows it already (the release gate
+    # does, from the push): saves resolving the index again; the pulled image's platform is still checked.
+    platform_reference: str | None = None
 
     @property
     def label(self) -> str:
@@ -447,7 +450,7 @@ def _prepare(run: _Run, result: TargetResult, suite: Suite | None, pull: bool) -
             prepared.image_ref = target.reference
             inspected = run.client.image.inspect(target.reference)
         else:
-            platform_ref = _platform_reference(run.client, target)
+            platform_ref = target.platform_reference or _platform_reference(run.client, target)
             run.client.image.pull(platform_ref, platform=target.platform, quiet=True)
             prepared.image_ref = platform_ref
             inspected = run.client.image.inspect(platform_ref)
