@@ -17,25 +17,36 @@ from rich.logging import RichHandler
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
-from pipeline.report import wide_console
 
-# Modules that provide `register(subparsers) -> None`; each subcommand sets `handler` on its parser.
-COMMAND_MODULES = (
-    "pipeline.release",
-    "pipeline.plan",
-    "pipeline.build",
-    "pipeline.publish",
-    "pipeline.smoke",
-    "pipeline.lint",
-    "pipeline.registry",
-    "pipeline.engine",
-)
+# Subcommand -> the module that registers it (`register(subparsers)`, setting `handler`). Only the module
+# of the command being run is imported, so that `pipeline plan` does not pay for the lint or smoke code.
+COMMANDS = {
+    "release": "pipeline.release",
+    "plan": "pipeline.plan",
+    "build": "pipeline.build",
+    "merge": "pipeline.publish",
+    "smoke": "pipeline.smoke",
+    "lint": "pipeline.lint",
+    "registry": "pipeline.registry",
+    "engine": "pipeline.engine",
+}
 
 log = logging.getLogger("pipeline")
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _wanted_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, if any (the first word that is not an option)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="Build, publish, smoke-test and promote multi-platform container images.",
@@ -50,14 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        module = importlib.import_module(module_name)
-        module.register(subparsers)
+    wanted = _wanted_command(sys.argv[1:] if argv is None else argv)
+    for module_name in dict.fromkeys([COMMANDS[wanted]] if wanted else COMMANDS.values()):
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def configure_logging(verbosity: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbosity >= 2 else logging.INFO)
+    from pipeline.report import wide_console
+
     handler = RichHandler(
         console=wide_console(stderr=True),
         show_time=False,
@@ -78,7 +91,7 @@ def error_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler

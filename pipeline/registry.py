@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
-from python_on_whales import docker
-from python_on_whales.exceptions import DockerException
 
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.errors import ConfigError, RegistryError
@@ -147,6 +145,9 @@ class RegistryServer:
         # In the container the paths are the container's: mount our folder at the same path.
         config_file = self.directory / "config.yml"
         config_file.write_text(json.dumps(config))
+        from python_on_whales import docker
+        from python_on_whales.exceptions import DockerException
+
         name = f"pipeline-registry-{self.port}"
         try:
             docker.run(
@@ -192,6 +193,9 @@ class RegistryServer:
                 os.waitpid(self.pid, os.WNOHANG)
             self.pid = None
         if self.container is not None:
+            from python_on_whales import docker
+            from python_on_whales.exceptions import DockerException
+
             with contextlib.suppress(DockerException):
                 docker.container.remove(self.container, force=True)
             self.container = None
@@ -213,8 +217,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _last_line(error: DockerException) -> str:
-    lines = (error.stderr or "").strip().splitlines()
+def _last_line(error: Exception) -> str:
+    lines = str(getattr(error, "stderr", "") or "").strip().splitlines()
     return lines[-1] if lines else str(error).splitlines()[0]
 
 
