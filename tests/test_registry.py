@@ -44,7 +44,9 @@ def test_open_server_answers_and_stops(tmp_path: Path) -> None:
 
 
 def test_auth_server_refuses_wrong_password(tmp_path: Path) -> None:
-    server = RegistryServer(directory=tmp_path, port=free_port(), credentials=Credentials("u", "right")).start()
+    server = RegistryServer(
+        directory=tmp_path, port=free_port(), credentials=Credentials("u", "right")
+    ).start()
     try:
         assert RegistryClient(server.url, Credentials("u", "right")).tags("x") == []
         with pytest.raises(AuthError, match="refused the credentials"):
@@ -95,7 +97,11 @@ def test_registry_cli_up_status_down(state_dir: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pipeline", "registry", *args], env=env, capture_output=True, text=True, check=False
+            [sys.executable, "-m", "pipeline", "registry", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     port = free_port()
