@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
+from tests.fixtures.faultproxy import FaultPlan, ProxyFactory
 from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -296,3 +297,84 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
     assert "would push it by digest to hub (127.0.0.1:9/acme/acme/hello)" in result.stdout
     assert "then would tag in hub: 1.2.3, 1.2, 1, latest" in result.stdout
     assert not (project / "release.json").exists()
+
+
+def _release_through_proxies(
+    tmp_path: Path, base_image: str, proxies: tuple[str, str], auth_registry: TestRegistry, namespace: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    hub_proxy, private_proxy = proxies
+    # No registry build cache here: BuildKit would push it through the proxy, which speaks no TLS and so
+    # cannot send BuildKit the answer that makes it fall back to plain HTTP.
+    registries = f"""
+[build]
+cache = "none"
+
+[[registries]]
+name = "hub"
+url = "{hub_proxy}/{namespace}"
+username_env = "TEST_HUB_USER"
+password_env = "TEST_HUB_TOKEN"
+
+[[registries]]
+name = "private"
+url = "{private_proxy}/{namespace}"
+"""
+    project = make_project(tmp_path, base_image, registries)
+    env = {
+        "TEST_HUB_USER": auth_registry.username,
+        "TEST_HUB_TOKEN": auth_registry.password,
+        "PIPELINE_RETRY_FIRST_DELAY": "0.05",
+    }
+    return project, run_pipeline(project, "release", env=env)
+
+
+@pytest.mark.engine
+def test_release_through_flaky_registries_retries_and_publishes(
+    tmp_path: Path,
+    base_image: str,
+    open_registry: TestRegistry,
+    auth_registry: TestRegistry,
+    make_fault_proxy: ProxyFactory,
+) -> None:
+    # A quarter of the pipeline's own requests fail (500, 503, reset); the engine's pulls pass.
+    plan = FaultPlan(rate=0.25, agent="image-pipeline", max_in_a_row=2, seed=7)
+    hub = make_fault_proxy(auth_registry.url, plan)
+    private = make_fault_proxy(open_registry.url, plan)
+    project, result = _release_through_proxies(
+        tmp_path, base_image, (hub.url, private.url), auth_registry, "flaky"
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert hub.injected_total + private.injected_total > 0
+    assert result.stderr.count("retry ") >= 1
+    report = json.loads((project / "release.json").read_text())
+    digest = report["images"][0]["index_digest"]
+    client = RegistryClient(open_registry.url)
+    assert client.manifest_digest(f"flaky/{IMAGE}", "latest") == digest
+
+
+@pytest.mark.engine
+def test_release_against_a_registry_that_breaks_for_good_moves_no_tag(
+    tmp_path: Path,
+    base_image: str,
+    open_registry: TestRegistry,
+    auth_registry: TestRegistry,
+    make_fault_proxy: ProxyFactory,
+) -> None:
+    # The private registry answers the checks and the first part of the push, then fails everything.
+    hub = make_fault_proxy(auth_registry.url)
+    private = make_fault_proxy(open_registry.url, FaultPlan(always=True, after=8, agent="image-pipeline"))
+    project, result = _release_through_proxies(
+        tmp_path, base_image, (hub.url, private.url), auth_registry, "broken"
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "private" in line and "gave up after" in line
+    hub_client = RegistryClient(
+        auth_registry.url, Credentials(auth_registry.username, auth_registry.password)
+    )
+    assert [t for t in hub_client.tags(f"broken/{IMAGE}") if not t.startswith("buildcache")] == []
+    assert [
+        t for t in RegistryClient(open_registry.url).tags(f"broken/{IMAGE}") if not t.startswith("buildcache")
+    ] == []
+    assert json.loads((project / "release.json").read_text())["status"] == "failed"
