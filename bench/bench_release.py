@@ -28,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.build import BuildSpec, BuiltImage, build
-from pipeline.config import RegistryConfig
 from pipeline.engine import ENGINE_STATE, ensure_engine, push_two_platform_busybox
 from pipeline.publish import push_everywhere
 from pipeline.registry import Credentials, RegistryServer, free_port
 from tests.fixtures.faultproxy import FaultPlan, FaultProxy
+from tests.fixtures.registries import private_and_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "Dockerfiles" / "hello"
@@ -222,15 +222,9 @@ smoke = "{smoke}"
         their addresses with those of proxies in front of them."""
         namespace = self.namespace()
         open_url, auth_url = via or (self.open.url, self.auth.url)
-        configs = (
-            RegistryConfig(name="private", url=f"{open_url}/{namespace}"),
-            RegistryConfig(
-                name="dockerhub",
-                url=f"{auth_url}/{namespace}",
-                username_env=USER_ENV,
-                password_env=TOKEN_ENV,
-            ),
-        )[int(skip_open) :][:registries]
+        configs = private_and_hub(open_url, auth_url, namespace, (USER_ENV, TOKEN_ENV))[int(skip_open) :][
+            :registries
+        ]
         started = time.monotonic()
         push_everywhere(built, configs, self.environ)
         return time.monotonic() - started

@@ -32,6 +32,7 @@ from pipeline.config import RegistryConfig
 from pipeline.distribution import INDEX_TYPES, RegistryClient
 from pipeline.publish import isolated_docker_config, promote, push_everywhere
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory, list_tags
+from tests.fixtures.registries import private_and_hub
 
 if TYPE_CHECKING:  # imported for real, pytest would try to collect the class as tests
     from tests.fixtures.gitrepos import GitRepoFactory
@@ -83,15 +84,7 @@ class Target:
 
     @property
     def registries(self) -> tuple[RegistryConfig, ...]:
-        return (
-            RegistryConfig(name="private", url=f"{self.open_host}/{self.namespace}"),
-            RegistryConfig(
-                name="dockerhub",
-                url=f"{self.auth_host}/{self.namespace}",
-                username_env=USER_ENV,
-                password_env=TOKEN_ENV,
-            ),
-        )
+        return private_and_hub(self.open_host, self.auth_host, self.namespace, (USER_ENV, TOKEN_ENV))
 
     def repository(self, image: str = "hello") -> str:
         return f"{self.namespace}/{image}"

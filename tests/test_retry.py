@@ -24,6 +24,7 @@ from pipeline.errors import AuthError, RegistryError
 from pipeline.publish import promote, push_everywhere
 from pipeline.retry import RetryPolicy, TransientError, with_retries
 from tests.fixtures.faultproxy import FaultPlan, FaultProxy, ProxyFactory, list_tags, write_oci_layout
+from tests.fixtures.registries import private_and_hub
 
 if TYPE_CHECKING:  # imported for real, pytest would try to collect the class as tests
     from tests.fixtures.registries import TestRegistry
@@ -148,14 +149,8 @@ class Setup:
 
     @property
     def registries(self) -> tuple[RegistryConfig, ...]:
-        return (
-            RegistryConfig(name="private", url=f"{self.open_proxy.url}/{self.namespace}"),
-            RegistryConfig(
-                name="dockerhub",
-                url=f"{self.auth_proxy.url}/{self.namespace}",
-                username_env=USER_ENV,
-                password_env=TOKEN_ENV,
-            ),
+        return private_and_hub(
+            self.open_proxy.url, self.auth_proxy.url, self.namespace, (USER_ENV, TOKEN_ENV)
         )
 
     @property
