@@ -137,7 +137,8 @@ def cache_settings(
     return (), None
 
 
-def _is_transient_build_error(error: BaseException) -> bool:
+def is_transient_docker_error(error: BaseException) -> bool:
+    """A docker or buildx failure worth another try: the registry or the network failed, not the build."""
     if not isinstance(error, DockerException):
         return False
     text = f"{error.stderr or ''} {error.stdout or ''} {error}".lower()
@@ -207,7 +208,7 @@ def build(
         )
 
     try:
-        with_retries(run_build, f"build of {spec.image}", is_transient=_is_transient_build_error)
+        with_retries(run_build, f"build of {spec.image}", is_transient=is_transient_docker_error)
     except DockerException as error:
         raise BuildError(f"build of {spec.image} ({spec.dockerfile}) failed: {_stderr_tail(error)}") from None
     digest = json.loads(metadata.read_text()).get("containerimage.digest", "")

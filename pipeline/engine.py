@@ -28,8 +28,10 @@ from pathlib import Path
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
 
+from pipeline.build import is_transient_docker_error
 from pipeline.errors import EngineError
 from pipeline.registry import RegistryServer, registry_answers
+from pipeline.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -351,10 +353,18 @@ def push_two_platform_busybox(
                 platform=platform,
                 changes=[f"LABEL {STAND_IN_LABEL}={json.dumps(STAND_IN_DESCRIPTION)}", 'CMD ["/bin/sh"]'],
             )
-            client.image.push(reference, quiet=True)
+
+            def push(pushed: str = reference) -> None:
+                client.image.push(pushed, quiet=True)
+
+            with_retries(push, f"push of {reference}", is_transient=is_transient_docker_error)
             per_platform.append(reference)
     targets = [f"{repository}:{tag}" for tag in tags]
-    client.buildx.imagetools.create(sources=per_platform, tags=targets)
+    with_retries(
+        lambda: client.buildx.imagetools.create(sources=per_platform, tags=targets),
+        f"index {targets[0]}",
+        is_transient=is_transient_docker_error,
+    )
     return targets[0]
 
 

@@ -15,7 +15,9 @@ from xml.etree import ElementTree
 import pytest
 from python_on_whales import DockerClient
 
+from pipeline.build import is_transient_docker_error
 from pipeline.cli import main as cli_main
+from pipeline.retry import with_retries
 from pipeline.smoke import LABEL, SmokeReport, SmokeTarget, run_smoke
 from tests.fixtures.registries import TestRegistry
 
@@ -65,12 +67,17 @@ def build_sample_image(client: DockerClient, base: str, repositories: list[str],
     if not (context / "links" / "relative").is_symlink():
         (context / "links" / "relative").symlink_to("../hello.txt")
     metadata = workdir / "metadata.json"
-    client.buildx.build(
-        context,
-        platforms=list(PLATFORMS),
-        tags=[f"{repository}:1" for repository in repositories],
-        push=True,
-        metadata_file=metadata,
+    # buildx pushes to both registries at once, which has met registry 2.8's transient 500 here: retry.
+    with_retries(
+        lambda: client.buildx.build(
+            context,
+            platforms=list(PLATFORMS),
+            tags=[f"{repository}:1" for repository in repositories],
+            push=True,
+            metadata_file=metadata,
+        ),
+        "push of the smoke sample image",
+        is_transient=is_transient_docker_error,
     )
     digest: str = json.loads(metadata.read_text())["containerimage.digest"]
     return digest
