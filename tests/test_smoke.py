@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from python_on_whales import DockerClient
 
 from pipeline.build import is_transient_docker_error
 from pipeline.cli import main as cli_main
+from pipeline.publish import isolated_docker_config
 from pipeline.retry import with_retries
 from pipeline.smoke import LABEL, SmokeReport, SmokeTarget, run_smoke
 from tests.fixtures.registries import TestRegistry
@@ -90,16 +92,18 @@ def sample(
     open_registry: TestRegistry,
     auth_registry: TestRegistry,
     tmp_path_factory: pytest.TempPathFactory,
-) -> SampleImage:
-    docker_engine.login(auth_registry.url, auth_registry.username, auth_registry.password)
-    repositories = {
-        "local": f"{open_registry.url}/smoke/sample",
-        "dockerhub": f"{auth_registry.url}/smoke/sample",
-    }
-    digest = build_sample_image(
-        docker_engine, base_image, list(repositories.values()), tmp_path_factory.mktemp("sample")
-    )
-    return SampleImage({name: f"{repo}@{digest}" for name, repo in repositories.items()})
+) -> Iterator[SampleImage]:
+    # A throwaway docker config for the module: the login must not land in the user's own.
+    with isolated_docker_config():
+        docker_engine.login(auth_registry.url, auth_registry.username, auth_registry.password)
+        repositories = {
+            "local": f"{open_registry.url}/smoke/sample",
+            "dockerhub": f"{auth_registry.url}/smoke/sample",
+        }
+        digest = build_sample_image(
+            docker_engine, base_image, list(repositories.values()), tmp_path_factory.mktemp("sample")
+        )
+        yield SampleImage({name: f"{repo}@{digest}" for name, repo in repositories.items()})
 
 
 def write(path: Path, text: str) -> Path:
