@@ -1212,7 +1212,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--registry", action="append", dest="registries", metavar="NAME", help="only these config registries"
     )
-    parser.add_argument("--tag", default="latest", help="tag to test for config images (default: latest)")
+    parser.add_argument(
+        "--tag",
+        default=None,
+        help="tag to test for config images (default: this commit's version tag, as `pipeline plan` shows it)",
+    )
     parser.add_argument("--parallel", type=int, default=None, help="checks at once (default: CPU count)")
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per check (default: from the config, 120)"
@@ -1278,6 +1282,12 @@ def _targets_from_args(args: argparse.Namespace) -> tuple[list[SmokeTarget], flo
             raise ConfigError(f"{config.path}: no planned registry named {unknown[0]!r}")
         registries = tuple(r for r in registries if r.name in args.registries)
     images = [config.image(name) for name in args.images] if args.images else list(config.pipeline.images)
+    tags: dict[str, str] = {}
+    if args.tag is None:
+        from pipeline.plan import make_plan
+
+        # What a release of this commit published first: its version tag (never a moving one).
+        tags = {p.name: p.tags[0] for p in make_plan(config, registries=registries).images if p.tags}
     targets = []
     for image in images:
         checks = args.checks or config.smoke_path(image)
@@ -1287,7 +1297,7 @@ def _targets_from_args(args: argparse.Namespace) -> tuple[list[SmokeTarget], flo
                     SmokeTarget(
                         image.name,
                         registry.name,
-                        f"{registry.repository(image.name)}:{args.tag}",
+                        f"{registry.repository(image.name)}:{args.tag or tags.get(image.name, 'latest')}",
                         platform,
                         checks,
                     )

@@ -126,6 +126,13 @@ def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries
     moved = {r["name"]: sorted(r["tags_moved"]) for r in image["registries"]}
     assert planned == moved
 
+    # `pipeline smoke` on its own finds what this commit published (its version tag) without being told.
+    smoke_json = tmp_path / "smoke.json"
+    again = run_pipeline(project, "smoke", "--registry", "private", "--json", str(smoke_json), env=secret_env)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    references = {target["reference"] for target in json.loads(smoke_json.read_text())["targets"]}
+    assert references == {f"{open_registry.url}/release-e2e-private/{IMAGE}:1.2.3"}
+
     # Independently of the smoke runner: each platform, pulled by tag, reports its own architecture.
     for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
         reference = f"{open_registry.url}/release-e2e-private/{IMAGE}:1.2.3"
