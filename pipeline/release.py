@@ -110,6 +110,10 @@ def release(
             fetch_tags=fetch_tags,
             environ=environ,
         )
+        if plan.dirty and not allow_dirty:
+            print(
+                f"note: the tree has uncommitted changes ({plan.version}): a release would refuse without --allow-dirty"
+            )
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
