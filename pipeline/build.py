@@ -52,7 +52,6 @@ class BuiltImage:
     layout: Path | None
     index_digest: str
     seconds: float
-    loaded_as: str | None = None
 
 
 def spec_for(
@@ -222,7 +221,6 @@ def build(
         layout=layout,
         index_digest=digest,
         seconds=seconds,
-        loaded_as=load_as,
     )
 
 

@@ -252,7 +252,7 @@ class RegistryClient:
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag or digest resolves to, or None when it is not there."""
-        status, headers, body = self._request(
+        status, headers, _ = self._request(
             "HEAD",
             f"/v2/{repository}/manifests/{reference}",
             f"repository:{repository}:pull",
@@ -263,8 +263,6 @@ class RegistryClient:
         if status != 200:
             raise RegistryError(f"{self.name}: manifest {repository}:{reference} answered {status}")
         digest = headers.get("docker-content-digest")
-        if digest is None and body:
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if digest is None:  # HEAD without the header: fetch the body and hash it
             return self.get_manifest(repository, reference).digest
         return digest

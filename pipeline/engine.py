@@ -275,7 +275,7 @@ def busybox_rootfs_tar(arch: str, cache: Path, destination: Path) -> Path:
         unpacked = Path(scratch) / "deb"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
         binary = unpacked / "bin" / "busybox"
-        applets = _applet_paths(binary, arch, cache)
+        applets = _applet_paths(binary, arch)
         with tarfile.open(destination, "w") as archive:
             for directory in (
                 "bin",
@@ -317,11 +317,11 @@ def busybox_rootfs_tar(arch: str, cache: Path, destination: Path) -> Path:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 info.mode = 0o644
-                archive.addfile(info, fileobj=_bytes_io(data))
+                archive.addfile(info, fileobj=io.BytesIO(data))
     return destination
 
 
-def _applet_paths(binary: Path, arch: str, cache: Path) -> list[str]:
+def _applet_paths(binary: Path, arch: str) -> list[str]:
     # The applet list is the same for every architecture of one version; ask the host's own binary when the
     # foreign one cannot run (no QEMU yet), falling back to the amd64 package.
     for candidate in (binary, Path("/bin/busybox")):
@@ -329,10 +329,6 @@ def _applet_paths(binary: Path, arch: str, cache: Path) -> list[str]:
         if result.returncode == 0 and result.stdout.strip():
             return ["/" + line.strip().lstrip("/") for line in result.stdout.splitlines() if line.strip()]
     raise EngineError(f"cannot list busybox applets for {arch} (is busybox-static installed?)")
-
-
-def _bytes_io(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)
 
 
 def push_two_platform_busybox(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,8 +64,6 @@ def summary_markdown(report: ReleaseReport) -> str:
 
 
 def write_github_outputs(report: ReleaseReport, environ: Mapping[str, str]) -> None:
-    import json
-
     output = environ.get("GITHUB_OUTPUT")
     if output:
         path = Path(output)

@@ -196,12 +196,7 @@ def push_everywhere(
     with ThreadPoolExecutor(max_workers=max(1, len(registries))) as pool:
         pushes = list(pool.map(push_one, registries))
     published = PublishedImage(image=built.image, index_digest=built.index_digest, pushes=pushes)
-    verify_same_digest(published, registries, environ)
-    first = registries[0]
-    published.platform_digests = registry_client(first, environ).platform_digests(
-        _repository_path(first, built.image), built.index_digest
-    )
-    return published
+    return _verified(published, registries, environ)
 
 
 def adopt_pushed(
@@ -213,10 +208,17 @@ def adopt_pushed(
         published.pushes.append(
             RegistryPush(registry.name, registry.repository(image), digest, PushStats(), 0.0)
         )
+    return _verified(published, registries, environ)
+
+
+def _verified(
+    published: PublishedImage, registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None
+) -> PublishedImage:
+    """Check every registry holds the one index, then record its per-platform digests."""
     verify_same_digest(published, registries, environ)
     first = registries[0]
     published.platform_digests = registry_client(first, environ).platform_digests(
-        _repository_path(first, image), digest
+        _repository_path(first, published.image), published.index_digest
     )
     return published
 
