@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 from pipeline.config import LoadedConfig, find_config, load_config
 from pipeline.errors import ConfigError
 from pipeline.github import annotation
+from pipeline.process import run_streaming
 
 DERIVED_CONFIG_NAME = ".pipeline-action.toml"
 # Native GitHub-hosted runners per platform; anything else builds under QEMU on the amd64 runner.
@@ -318,36 +318,36 @@ def _config_root(args: Sequence[str], environ: Mapping[str, str]) -> tuple[Path,
 
 
 def run(args: Sequence[str], environ: Mapping[str, str], *, python: str = sys.executable) -> int:
-    """Run the CLI, pass its output through, and annotate what it reports."""
+    """Run the CLI, pass its output through as it comes, and annotate what it reports.
+
+    Both streams are read at once (`run_streaming`): buildx fills stderr with its progress while stdout is
+    quiet, and reading one to its end first would block both processes once the other pipe is full.
+    """
     config_root, original = _config_root(args, environ)
-    process = subprocess.Popen(
-        [python, "-m", "pipeline", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(environ),
-    )
-    assert process.stdout is not None and process.stderr is not None
     annotations: list[str] = []
-    for line in process.stdout:
+    error_lines: list[str] = []
+
+    def on_stdout(line: str) -> None:
         sys.stdout.write(line)
         match = _LINT_LINE.match(line.rstrip("\n"))
         if match:
             annotations.append(_lint_annotation(match, config_root, environ))
-    sys.stdout.flush()
-    error_line: str | None = None
-    for line in process.stderr:
+
+    def on_stderr(line: str) -> None:
         sys.stderr.write(line)
         match = _ERROR_LINE.match(line.rstrip("\n"))
         if match:
-            error_line = match["message"]
-    code = process.wait()
+            error_lines.append(match["message"])
+
+    finished = run_streaming([python, "-m", "pipeline", *args], on_stdout=on_stdout, on_stderr=on_stderr, env=environ)
+    sys.stdout.flush()
+    sys.stderr.flush()
     for command in annotations:
         print(command)
-    if code != 0 and error_line:
-        print(config_error_annotation(error_line, environ, original=original))
+    if finished.returncode != 0 and error_lines:
+        print(config_error_annotation(error_lines[-1], environ, original=original))
     sys.stdout.flush()
-    return code
+    return finished.returncode
 
 
 # --- outputs of a dry run -----------------------------------------------------------------------------
