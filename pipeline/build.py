@@ -11,17 +11,21 @@ import argparse
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
 
 from pipeline.config import BuildConfig, ImageConfig, LoadedConfig, RegistryConfig
 from pipeline.errors import BuildError, ConfigError
+from pipeline.process import run_streaming
 from pipeline.retry import with_retries
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ class BuildSpec:
     cache_to: dict[str, str] | None = None
     provenance: bool | None = None
     sbom: bool | None = None
+    # `--secret` values (`id=NAME,env=VARIABLE`): secrets reach RUN --mount=type=secret, never a layer.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,24 +142,119 @@ def cache_settings(
     return (), None
 
 
+_TRANSIENT_MARKERS = (
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "connection reset",
+    "connection refused",
+    "i/o timeout",
+    "tls handshake timeout",
+    "unexpected eof",
+)
+
+
 def is_transient_docker_error(error: BaseException) -> bool:
     """A docker or buildx failure worth another try: the registry or the network failed, not the build."""
     if not isinstance(error, DockerException):
         return False
     text = f"{error.stderr or ''} {error.stdout or ''} {error}".lower()
-    return any(
-        marker in text
-        for marker in (
-            "500 internal server error",
-            "502 bad gateway",
-            "503 service unavailable",
-            "connection reset",
-            "connection refused",
-            "i/o timeout",
-            "tls handshake timeout",
-            "unexpected eof",
-        )
-    )
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def is_transient_build_failure(error: BaseException) -> bool:
+    """Like `is_transient_docker_error`, judged on buildx's own ERROR lines only: a RUN step that prints
+    "connection refused" and then fails is the build's failure, not the registry's."""
+    if not isinstance(error, DockerException):
+        return False
+    lines = (error.stderr or "").splitlines()
+    errors = [line for line in lines if _BUILDX_ERROR.match(line)] or lines[-1:]
+    text = "\n".join(errors).lower()
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+_BUILDX_ERROR = re.compile(r"^(?:#\d+ )?ERROR:? ")
+_FAILED_STEP = re.compile(r"^ > \[(?P<step>[^\]]+)\] (?P<instruction>.*?):?$")
+
+
+def build_failure_cause(lines: list[str]) -> str:
+    """The cause of a failed build in one line, from the end of buildx's plain progress output:
+    its final `ERROR:` line and the step it failed in, e.g.
+    `process "/bin/sh -c make" did not complete successfully: exit code: 2 (in [linux/arm64 2/3] RUN make)`.
+    """
+    stripped = [line.rstrip() for line in lines if line.strip()]
+    errors = [line for line in stripped if _BUILDX_ERROR.match(line)]
+    if errors:
+        cause = _BUILDX_ERROR.sub("", errors[-1]).removeprefix("failed to solve: ")
+    else:
+        cause = stripped[-1] if stripped else "buildx exited without output"
+    steps = [match for line in stripped if (match := _FAILED_STEP.match(line))]
+    if steps:
+        cause += f" (in [{steps[-1]['step']}] {steps[-1]['instruction']})"
+    return cause[:500]
+
+
+def buildx_argv(
+    spec: BuildSpec,
+    *,
+    output: Mapping[str, str],
+    load_as: str | None,
+    metadata: Path,
+    docker_cmd: list[str],
+) -> list[str]:
+    """The `docker buildx build` command line for a spec, with plain progress (it goes to a log, not a tty)."""
+    argv = [*docker_cmd, "buildx", "build", "--progress", "plain", "--file", str(spec.dockerfile)]
+    argv += ["--platform", ",".join(spec.platforms)]
+    for flag, mapping in (("--build-arg", spec.build_args), ("--label", spec.labels)):
+        for key, value in mapping.items():
+            argv += [flag, f"{key}={value}"]
+    if spec.target:
+        argv += ["--target", spec.target]
+    for source in spec.cache_from:
+        argv += ["--cache-from", _csv(source)]
+    if spec.cache_to:
+        argv += ["--cache-to", _csv(spec.cache_to)]
+    for flag, switch in (("--provenance", spec.provenance), ("--sbom", spec.sbom)):
+        if switch is not None:
+            argv.append(f"{flag}={'true' if switch else 'false'}")
+    for secret in spec.secrets:
+        argv += ["--secret", secret]
+    if output:
+        argv += ["--output", _csv(output)]
+    if load_as:
+        argv += ["--load", "--tag", load_as]
+    argv += ["--metadata-file", str(metadata), str(spec.context)]
+    return argv
+
+
+def _csv(fields: Mapping[str, str]) -> str:
+    """buildx's CSV-style option value (`type=oci,dest=...`); `_csv_field` has quoted what needs it."""
+    return ",".join(f"{key}={value}" for key, value in fields.items())
+
+
+class BuildxFailure(DockerException):
+    """buildx exited non-zero; `stderr` holds the tail of its output and the text is the cause in one line
+    (what the retry log and the error line show, rather than the whole command line)."""
+
+    def __str__(self) -> str:
+        return build_failure_cause((self.stderr or "").splitlines())
+
+
+def _run_buildx(argv: list[str]) -> None:
+    """Run buildx, its progress streamed to our stderr as it comes; on failure a DockerException whose
+    stderr is the tail of that output, so that retries and the error line can read the cause."""
+    finished = run_streaming(argv, on_stdout=_echo(sys.stdout), on_stderr=_echo(sys.stderr), env=os.environ)
+    if finished.returncode != 0:
+        tail = "".join(finished.stderr_tail).encode()
+        raise BuildxFailure(argv, finished.returncode, stderr=tail)
+
+
+def _echo(stream: IO[str]) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line)
+        stream.flush()
+
+    return write
 
 
 def build(
@@ -187,29 +288,19 @@ def build(
         output = {}  # --load with tags: buildx's docker exporter
     metadata.parent.mkdir(parents=True, exist_ok=True)
 
-    def run_build() -> None:
-        client.buildx.build(
-            spec.context,
-            file=spec.dockerfile,
-            platforms=list(spec.platforms),
-            build_args=spec.build_args,
-            labels=spec.labels,
-            target=spec.target,
-            cache_from=list(spec.cache_from) or None,
-            cache_to=spec.cache_to,
-            provenance=spec.provenance,
-            sbom=spec.sbom,
-            output=output,
-            tags=[load_as] if load_as else [],
-            load=load_as is not None,
-            metadata_file=metadata,
-            progress="auto",
-        )
-
+    argv = buildx_argv(
+        spec,
+        output=output,
+        load_as=load_as,
+        metadata=metadata,
+        docker_cmd=[str(part) for part in client.client_config.docker_cmd],
+    )
     try:
-        with_retries(run_build, f"build of {spec.image}", is_transient=is_transient_docker_error)
-    except DockerException as error:
-        raise BuildError(f"build of {spec.image} ({spec.dockerfile}) failed: {_stderr_tail(error)}") from None
+        with_retries(
+            lambda: _run_buildx(argv), f"build of {spec.image}", is_transient=is_transient_build_failure
+        )
+    except BuildxFailure as error:
+        raise BuildError(f"build of {spec.image} ({spec.dockerfile}) failed: {error}") from None
     digest = json.loads(metadata.read_text()).get("containerimage.digest", "")
     if not digest:
         raise BuildError(f"build of {spec.image} finished without an image digest in {metadata}")
@@ -233,11 +324,6 @@ def _csv_field(key: str, value: str) -> dict[str, str]:
     if "," not in value and '"' not in value:
         return {key: value}
     return {f'"{key}': value.replace('"', '""') + '"'}
-
-
-def _stderr_tail(error: DockerException) -> str:
-    lines = [line for line in (error.stderr or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "see the build output above"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
