@@ -343,4 +343,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--digest-file", type=Path, help="write the pushed digest (JSON) here, for `pipeline merge`"
     )
     parser.add_argument("--load", action="store_true", help="load the result into the local engine")
+    parser.add_argument(
+        "--allow-dirty", action="store_true", help="push by digest from a tree with uncommitted changes"
+    )
     parser.set_defaults(handler=run_build_command)

@@ -198,13 +198,23 @@ def _manual_instructions(problems: list[str]) -> str:
     )
 
 
-def ensure_engine(*, provision: bool = True) -> EngineStatus:
-    """Make sure an engine with buildx and amd64+arm64 answers; provision one on Debian as root."""
+def ensure_engine(
+    *, provision: bool = True, platforms: tuple[str, ...] = REQUIRED_PLATFORMS
+) -> EngineStatus:
+    """Make sure an engine with buildx and `platforms` answers; provision one on Debian as root.
+
+    Only the platforms being built are required: a native amd64 runner without QEMU builds amd64 fine.
+    """
     offline = not docker_hub_reachable()
-    status = engine_status(use_cache=True)
+    status = engine_status(platforms, use_cache=True)
     needs_mirror = offline and not offline_base_in_use(status)
     if status.ready and not needs_mirror:
-        log.info("engine ready: Docker %s, buildx %s", status.server_version, status.buildx_version)
+        log.info(
+            "engine ready for %s: Docker %s, buildx %s",
+            ", ".join(platforms),
+            status.server_version,
+            status.buildx_version,
+        )
         return status
     if not provision:
         raise EngineError(_manual_instructions(status.problems or ["the offline base mirror is not running"]))
@@ -217,7 +227,7 @@ def ensure_engine(*, provision: bool = True) -> EngineStatus:
     _run_bootstrap(offline)
     if offline:
         ensure_base_mirror()
-    status = engine_status()
+    status = engine_status(platforms)
     if not status.ready:
         raise EngineError(_manual_instructions(status.problems))
     if offline:

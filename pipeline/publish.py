@@ -351,9 +351,11 @@ def _single_image(config: LoadedConfig, name: str | None) -> str:
 
 
 def run_build_command(args: argparse.Namespace) -> int:
-    from pipeline.build import build, spec_for
-    from pipeline.engine import ensure_engine
-    from pipeline.registry import ensure_registries
+    from pipeline.build import build
+    from pipeline.engine import ensure_engine, offline_base_in_use
+    from pipeline.plan import make_plan
+    from pipeline.registry import ensure_registries, planned_registries
+    from pipeline.release import release_spec
 
     config = load_config(args.config)
     image = config.image(_single_image(config, args.image))
@@ -363,9 +365,17 @@ def run_build_command(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--platform {unknown[0]}: image {image.name} declares only {', '.join(image.platforms)}"
         )
-    spec = spec_for(config, image, platforms=platforms)  # checks context and Dockerfile before any work
-    ensure_engine()
+    # The release's own plan: the same labels, annotations and SOURCE_DATE_EPOCH as a single-job release.
+    plan = make_plan(
+        config,
+        registries=planned_registries(config),
+        allow_dirty=args.allow_dirty or not args.push_by_digest,
+    )
+    image_plan = plan.image(image.name)
+    release_spec(config, plan, image_plan, (), stand_in=False, platforms=platforms)  # context, Dockerfile
+    stand_in = offline_base_in_use(ensure_engine(platforms=platforms))
     if not args.push_by_digest:
+        spec = release_spec(config, plan, image_plan, (), stand_in=stand_in, platforms=platforms)
         with tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
             built = build(
                 spec,
@@ -375,13 +385,7 @@ def run_build_command(args: argparse.Namespace) -> int:
         print(json.dumps({"image": image.name, "digest": built.index_digest, "platforms": list(platforms)}))
         return 0
     registries = ensure_registries(config)
-    spec = spec_for(
-        config,
-        image,
-        platforms=platforms,
-        registries=registries,
-        writable_cache_registry=bool(config.pipeline.registries),
-    )
+    spec = release_spec(config, plan, image_plan, registries, stand_in=stand_in, platforms=platforms)
     with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
         login_all(registries)
         built = build(spec, output_dir=Path(scratch))
@@ -401,6 +405,7 @@ def run_build_command(args: argparse.Namespace) -> int:
 
 
 def run_merge_command(args: argparse.Namespace) -> int:
+    from pipeline.plan import make_plan
     from pipeline.registry import ensure_registries
 
     config = load_config(args.config)
@@ -417,8 +422,10 @@ def run_merge_command(args: argparse.Namespace) -> int:
         if recorded.get("image") != image.name:
             raise ConfigError(f"{path}: holds image {recorded.get('image')!r}, not {image.name!r}")
         digests.extend(recorded["platforms"].values())
+    # The index carries the image's annotations, as the index of a single-job multi-platform build does.
+    annotations = make_plan(config, allow_dirty=True).image(image.name).annotations
     with isolated_docker_config():
-        index_digest = merge_platform_digests(image.name, digests, registries)
+        index_digest = merge_platform_digests(image.name, digests, registries, annotations=annotations)
     result = {
         "image": image.name,
         "index_digest": index_digest,

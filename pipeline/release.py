@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.build import build, spec_for
+from pipeline.build import BuildSpec, build, spec_for
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.engine import (
+    REQUIRED_PLATFORMS,
     STAND_IN_DESCRIPTION,
     STAND_IN_LABEL,
     ensure_engine,
@@ -117,7 +118,7 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
-    status = ensure_engine()
+    status = ensure_engine(platforms=engine_platforms(config, images) or REQUIRED_PLATFORMS)
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
         make_plan(
@@ -177,6 +178,50 @@ def release(
     return report
 
 
+def release_spec(
+    config: LoadedConfig,
+    plan: Plan,
+    image_plan: ImagePlan,
+    registries: tuple[RegistryConfig, ...],
+    *,
+    stand_in: bool,
+    platforms: tuple[str, ...] | None = None,
+) -> BuildSpec:
+    """The one build spec of an image in a release: its labels, annotations and SOURCE_DATE_EPOCH from the
+    plan. `pipeline build --platform` (native fan-out) uses it too, so that a platform built on its own
+    runner is byte for byte the one a single-job release builds.
+
+    A subset of an image's platforms leaves out the annotations when the whole image is an index: a
+    multi-platform build puts them on the index only, which `pipeline merge` writes for the fan-out.
+    """
+    image = config.image(image_plan.name)
+    bases = stand_in_bases(config.dockerfile_path(image), image.build_args) if stand_in else []
+    if bases:
+        log.warning("%s: base %s is the offline busybox stand-in, NOT Alpine", image.name, ", ".join(bases))
+    platforms = platforms or image_plan.platforms
+    whole = set(platforms) == set(image_plan.platforms) or len(image_plan.platforms) == 1
+    return spec_for(
+        config,
+        image,
+        platforms=platforms,
+        labels=_labels(image_plan, bases),
+        annotations=image_plan.annotations if whole else {},
+        extra_build_args=_build_args(plan),
+        registries=registries,
+        writable_cache_registry=bool(config.pipeline.registries),
+    )
+
+
+def engine_platforms(config: LoadedConfig, images: list[str] | None) -> tuple[str, ...]:
+    """The platforms the images of this run build: the only ones the engine must be able to build."""
+    chosen = [
+        image
+        for image in config.pipeline.images
+        if not images or image.name in images or image.name.rsplit("/", 1)[-1] in images
+    ]
+    return tuple(dict.fromkeys(platform for image in chosen for platform in image.platforms))
+
+
 def _only(plan: Plan, images: list[str] | None) -> Plan:
     if not images:
         return plan
@@ -214,21 +259,7 @@ def _build_push_and_smoke(
             )
         digest = existing_digest
     else:
-        bases = stand_in_bases(config.dockerfile_path(image), image.build_args) if stand_in else []
-        if bases:
-            log.warning(
-                "%s: base %s is the offline busybox stand-in, NOT Alpine", image.name, ", ".join(bases)
-            )
-        spec = spec_for(
-            config,
-            image,
-            platforms=image_plan.platforms,
-            labels=_labels(image_plan, bases),
-            annotations=image_plan.annotations,
-            extra_build_args=_build_args(plan),
-            registries=registries,
-            writable_cache_registry=bool(config.pipeline.registries),
-        )
+        spec = release_spec(config, plan, image_plan, registries, stand_in=stand_in)
         step = time.monotonic()
         built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
         report.add_timing("build", time.monotonic() - step)

@@ -218,42 +218,6 @@ def test_unreachable_registry_is_one_line_and_tags_nothing(tmp_path: Path, base_
 
 
 @pytest.mark.engine
-def test_fan_out_then_release_of_the_merged_digest(
-    tmp_path: Path, base_image: str, open_registry: TestRegistry
-) -> None:
-    """Per-platform builds as separate processes, a merge, then the gate on the merged index: no rebuild."""
-    project = make_project(
-        tmp_path,
-        base_image,
-        f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/fanout-release"\n',
-    )
-    digest_files = []
-    for platform in ("linux/amd64", "linux/arm64"):
-        digest_file = tmp_path / f"{platform.replace('/', '-')}.json"
-        result = run_pipeline(
-            project, "build", "--platform", platform, "--push-by-digest", "--digest-file", str(digest_file)
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        digest_files.append(str(digest_file))
-    merged = run_pipeline(project, "merge", *digest_files)
-    assert merged.returncode == 0, merged.stderr[-2000:]
-    index_digest = json.loads(merged.stdout.strip().splitlines()[-1])["index_digest"]
-
-    client = RegistryClient(open_registry.url)
-    repository = f"fanout-release/{IMAGE}"
-    assert [t for t in client.tags(repository) if not t.startswith("buildcache")] == []
-
-    result = run_pipeline(project, "release", "--digest", f"{IMAGE}={index_digest}")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert "building" not in result.stderr
-    report = json.loads((project / "release.json").read_text())
-    assert report["images"][0]["index_digest"] == index_digest
-    assert set(report["images"][0]["platforms"]) == {"linux/amd64", "linux/arm64"}
-    for tag in ("1.2.3", "1.2", "1", "latest"):
-        assert client.manifest_digest(repository, tag) == index_digest
-
-
-@pytest.mark.engine
 def test_images_built_on_the_offline_stand_in_are_labelled(
     tmp_path: Path, open_registry: TestRegistry
 ) -> None:
