@@ -198,9 +198,7 @@ def _manual_instructions(problems: list[str]) -> str:
     )
 
 
-def ensure_engine(
-    *, provision: bool = True, platforms: tuple[str, ...] = REQUIRED_PLATFORMS
-) -> EngineStatus:
+def ensure_engine(*, provision: bool = True, platforms: tuple[str, ...] = REQUIRED_PLATFORMS) -> EngineStatus:
     """Make sure an engine with buildx and `platforms` answers; provision one on Debian as root.
 
     Only the platforms being built are required: a native amd64 runner without QEMU builds amd64 fine.

@@ -339,7 +339,9 @@ def run(args: Sequence[str], environ: Mapping[str, str], *, python: str = sys.ex
         if match:
             error_lines.append(match["message"])
 
-    finished = run_streaming([python, "-m", "pipeline", *args], on_stdout=on_stdout, on_stderr=on_stderr, env=environ)
+    finished = run_streaming(
+        [python, "-m", "pipeline", *args], on_stdout=on_stdout, on_stderr=on_stderr, env=environ
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     for command in annotations:
