@@ -8,6 +8,7 @@ same index digest everywhere, and no tag in any registry until the smoke tests p
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -97,6 +98,7 @@ def spec_for(
         cache_to=cache_to,
         provenance=config.pipeline.build.provenance,
         sbom=config.pipeline.build.sbom,
+        secrets=tuple(f"id={key},env={variable}" for key, variable in config.pipeline.build.secrets.items()),
     )
 
 
@@ -113,6 +115,11 @@ def cache_settings(
     auto: GitHub's cache service on Actions; the first configured registry (`:buildcache`, mode=max) when
     there is one to write to; otherwise the engine's own build cache, which the docker driver keeps anyway.
     """
+    if build.cache_from or build.cache_to:
+        # Given as buildx specs: used as they are, nothing chosen on top.
+        return tuple(_parse_csv(spec) for spec in build.cache_from), (
+            _parse_csv(build.cache_to) if build.cache_to else None
+        )
     mode = build.cache
     on_actions = environ.get("GITHUB_ACTIONS") == "true" and bool(
         environ.get("ACTIONS_CACHE_URL") or environ.get("ACTIONS_RESULTS_URL")
@@ -225,6 +232,17 @@ def buildx_argv(
         argv += ["--load", "--tag", load_as]
     argv += ["--metadata-file", str(metadata), str(spec.context)]
     return argv
+
+
+def _parse_csv(spec: str) -> dict[str, str]:
+    """`type=gha,scope=app` -> {"type": "gha", "scope": "app"} (buildx's own CSV syntax, quotes allowed)."""
+    (row,) = csv.reader([spec])
+    fields = dict(item.split("=", 1) for item in row if "=" in item)
+    if "type" not in fields:
+        raise ConfigError(
+            f"cache spec {spec!r}: give type=... first, as buildx's --cache-from/--cache-to take"
+        )
+    return fields
 
 
 def _csv(fields: Mapping[str, str]) -> str:

@@ -83,6 +83,9 @@ class ImageConfig(_Strict):
     )
     tags: TagsConfig = TagsConfig()
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="extra OCI annotations on the image index (or manifest)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -199,6 +202,23 @@ class BuildConfig(_Strict):
     cache: Literal["auto", "gha", "registry", "inline", "local", "none"] = "auto"
     provenance: bool | None = None
     sbom: bool | None = None
+    # Raw buildx cache specs (`type=gha,scope=app`) that replace what `cache` would choose.
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="build secret id -> name of the environment variable holding it (RUN --mount=type=secret)",
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for secret_id, variable in value.items():
+            if not _ENV_NAME.match(variable):
+                raise ValueError(
+                    f"secret {secret_id!r}: give the name of an environment variable, not the secret itself"
+                )
+        return value
 
 
 class PipelineConfig(_Strict):

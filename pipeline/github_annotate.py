@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import LoadedConfig, find_config, load_config
+import yaml
+
+from pipeline.config import SUPPORTED_PLATFORMS, LoadedConfig, find_config, load_config
 from pipeline.errors import ConfigError
 from pipeline.github import annotation
 from pipeline.process import run_streaming
@@ -244,6 +246,176 @@ def derive_document(
     return derived
 
 
+def _pairs(name: str, text: str) -> dict[str, str]:
+    """`KEY=value` lines of an input (build-args, labels, annotations, secrets), as build-push-action takes them."""
+    pairs: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.strip().partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"input {name}: {line.strip().split('=')[0]!r} is not KEY=value; give one per line"
+            )
+        pairs[key.strip()] = value
+    return pairs
+
+
+def _switch(name: str, text: str) -> bool | None:
+    value = (text or "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    raise ConfigError(f"input {name}: {text!r} is not true, false or empty")
+
+
+def secret_variable(secret_id: str) -> str:
+    """The environment variable a build secret of the `secrets` input travels in to the pipeline."""
+    return "PIPELINE_BUILD_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", secret_id).upper()
+
+
+def apply_build_inputs(derived: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """build-push-action's inputs on top of the config: tags, labels, annotations, build-args, target,
+    secrets (ids only: the values stay in the environment), cache-from/cache-to, provenance, sbom."""
+    tags = split_list(environ.get("PIPELINE_INPUT_TAGS"))
+    labels = _pairs("labels", environ.get("PIPELINE_INPUT_LABELS", ""))
+    annotations = _pairs("annotations", environ.get("PIPELINE_INPUT_ANNOTATIONS", ""))
+    build_args = _pairs("build-args", environ.get("PIPELINE_INPUT_BUILD_ARGS", ""))
+    target = environ.get("PIPELINE_INPUT_TARGET", "").strip()
+    images = []
+    for original in derived.get("images", []):
+        image = dict(original)
+        if tags:
+            image["tags"] = {**image.get("tags", {}), "raw": [*image.get("tags", {}).get("raw", []), *tags]}
+        for key, extra in (("labels", labels), ("annotations", annotations), ("build_args", build_args)):
+            if extra:
+                image[key] = {**image.get(key, {}), **extra}
+        if target:
+            image["target"] = target
+        images.append(image)
+    derived = {**derived, "images": images}
+    build = dict(derived.get("build", {}))
+    for key, name in (("provenance", "PROVENANCE"), ("sbom", "SBOM")):
+        switch = _switch(key, environ.get(f"PIPELINE_INPUT_{name}", ""))
+        if switch is not None:
+            build[key] = switch
+    cache_from = [
+        line.strip() for line in environ.get("PIPELINE_INPUT_CACHE_FROM", "").splitlines() if line.strip()
+    ]
+    cache_to = environ.get("PIPELINE_INPUT_CACHE_TO", "").strip()
+    if cache_from or cache_to:
+        build["cache_from"] = cache_from
+        if cache_to:
+            build["cache_to"] = cache_to
+    secrets_input = _pairs("secrets", environ.get("PIPELINE_INPUT_SECRETS", ""))
+    if secrets_input:
+        build["secrets"] = {
+            **build.get("secrets", {}),
+            **{key: secret_variable(key) for key in secrets_input},
+        }
+    if build:
+        derived["build"] = build
+    return derived
+
+
+def secret_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The build secrets and registry logins of the inputs, as the variables the derived config names."""
+    values = {
+        secret_variable(k): v for k, v in _pairs("secrets", environ.get("PIPELINE_INPUT_SECRETS", "")).items()
+    }
+    for index, auth in enumerate(registry_auths(environ)):
+        user_env, password_env = auth_variables(index)
+        values[user_env] = auth["username"]
+        values[password_env] = auth["password"]
+    return values
+
+
+# --- registry-auths: one secret with every login, as docker/github-builder takes it ---------------------
+
+
+def registry_auths(environ: Mapping[str, str]) -> list[dict[str, str]]:
+    """The `registry-auths` secret: a YAML list of `registry`, `username`, `password` entries."""
+    text = environ.get("PIPELINE_REGISTRY_AUTHS", "")
+    if not text.strip():
+        return []
+    try:
+        entries = yaml.safe_load(text)
+    except yaml.YAMLError:
+        entries = None  # the parser's message would quote the secret
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError("secret registry-auths: not a YAML list of {registry, username, password} entries")
+    auths = []
+    for position, entry in enumerate(entries):
+        missing = [key for key in ("registry", "username", "password") if not str(entry.get(key) or "")]
+        if missing:
+            raise ConfigError(f"secret registry-auths: entry {position + 1} has no {missing[0]}")
+        auths.append({key: str(entry[key]) for key in ("registry", "username", "password")})
+    return auths
+
+
+def auth_variables(index: int) -> tuple[str, str]:
+    return f"PIPELINE_AUTH_{index}_USERNAME", f"PIPELINE_AUTH_{index}_PASSWORD"
+
+
+_DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def _same_host(a: str, b: str) -> bool:
+    hub = {a, b} <= set(_DOCKER_HUB_HOSTS)
+    return hub or a.split("/", 1)[0] == b.split("/", 1)[0]
+
+
+def apply_registry_auths(derived: dict[str, Any], auths: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """Name the registry-auths variables in every registry of that host that names none of its own."""
+    registries = []
+    for declared in derived.get("registries", []):
+        registry = dict(declared)
+        if not registry.get("username_env"):
+            for index, auth in enumerate(auths):
+                if _same_host(str(registry.get("url", "")), auth["registry"]):
+                    registry["username_env"], registry["password_env"] = auth_variables(index)
+                    break
+        registries.append(registry)
+    if registries:
+        derived = {**derived, "registries": registries}
+    return derived
+
+
+def check_inputs(config: LoadedConfig, environ: Mapping[str, str]) -> None:
+    """What the pipeline would only find later, found now and named by the input: images, Docker Hub paths,
+    credentials that are missing (a pull request from a fork gets no secrets)."""
+    images = split_list(environ.get("PIPELINE_INPUT_IMAGES"))
+    known = {name for image in config.pipeline.images for name in (image.name, image.short_name)}
+    for name in images:
+        if name not in known:
+            declared = ", ".join(image.name for image in config.pipeline.images)
+            raise ConfigError(f"input images: no image named {name!r} in the config (declared: {declared})")
+    for registry in config.pipeline.registries:
+        if registry.host not in _DOCKER_HUB_HOSTS:
+            continue
+        for image in config.pipeline.images:
+            path = f"{registry.namespace}/{image.name}".strip("/")
+            if path.count("/") > 1:
+                raise ConfigError(
+                    f"registry {registry.name}: Docker Hub takes namespace/name, not {path}; "
+                    "use an image name without '/' there (e.g. a '-' instead)"
+                )
+    if (
+        environ.get("PIPELINE_INPUT_PUSH", "true").strip().lower() == "false"
+        or environ.get("PIPELINE_INPUT_DRY_RUN", "false").strip().lower() == "true"
+    ):
+        return
+    supplied = {**environ, **secret_environment(environ)}
+    for registry in config.pipeline.registries:
+        for variable in (registry.username_env, registry.password_env):
+            if variable and not supplied.get(variable):
+                raise ConfigError(
+                    f"registry {registry.name}: {variable} is empty; pass it (or registry-auths) from a secret, "
+                    "or set the push input to false (pull requests from forks get no secrets)"
+                )
+
+
 def _append_output(environ: Mapping[str, str], name: str, value: str) -> None:
     target = environ.get("GITHUB_OUTPUT")
     if not target:
@@ -267,16 +439,29 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     registries_toml = environ.get("PIPELINE_INPUT_REGISTRIES", "")
     use_registries = split_list(environ.get("PIPELINE_INPUT_USE_REGISTRIES"))
     platforms = split_list(environ.get("PIPELINE_INPUT_PLATFORMS"))
-    commands: list[str] = []
-    if not (registries_toml.strip() or use_registries or platforms):
-        commands += mask_registry_secrets(loaded, environ)
-        return loaded.path, commands
+    # Passwords and build secrets only: a masked user name (often the namespace too) would make GitHub drop
+    # every output that names an image.
+    commands = [
+        f"::add-mask::{value}"
+        for variable, value in secret_environment(environ).items()
+        if value and not variable.endswith("_USERNAME")
+    ]
+    unknown = [platform for platform in platforms if platform not in SUPPORTED_PLATFORMS]
+    if unknown:
+        raise ConfigError(
+            f"input platforms: unknown platform {unknown[0]!r} (use one of {', '.join(sorted(SUPPORTED_PLATFORMS))})"
+        )
     derived = derive_document(
         _pipeline_document(loaded.path),
         registries_toml=registries_toml,
         use_registries=use_registries,
         platforms=platforms,
     )
+    derived = apply_registry_auths(apply_build_inputs(derived, environ), registry_auths(environ))
+    if derived == _pipeline_document(loaded.path):
+        check_inputs(loaded, environ)
+        commands += mask_registry_secrets(loaded, environ)
+        return loaded.path, commands
     # Beside the original, because relative paths and the git repository are found from the config's folder;
     # untracked, so the tree does not count as dirty.
     target = loaded.root / DERIVED_CONFIG_NAME
@@ -285,6 +470,7 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
         f"{loaded.path.name} and the action's inputs; safe to delete.\n" + toml_dump(derived)
     )
     derived_config = load_config(target)
+    check_inputs(derived_config, environ)
     commands += mask_registry_secrets(derived_config, environ)
     return target, commands
 
@@ -339,8 +525,10 @@ def run(args: Sequence[str], environ: Mapping[str, str], *, python: str = sys.ex
         if match:
             error_lines.append(match["message"])
 
+    # The build secrets and registry-auths logins reach the pipeline as the variables the config names.
+    child_environ = {**environ, **secret_environment(environ)}
     finished = run_streaming(
-        [python, "-m", "pipeline", *args], on_stdout=on_stdout, on_stderr=on_stderr, env=environ
+        [python, "-m", "pipeline", *args], on_stdout=on_stdout, on_stderr=on_stderr, env=child_environ
     )
     sys.stdout.flush()
     sys.stderr.flush()

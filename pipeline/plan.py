@@ -127,7 +127,7 @@ def make_plan(
                 version=str(version),
                 tags=compute_tags(version, releases, context, image.tags),
                 labels=labels,
-                annotations=oci_annotations(labels),
+                annotations={**oci_annotations(labels), **image.annotations},
             )
         )
     plan = Plan(
