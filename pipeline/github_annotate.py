@@ -575,6 +575,18 @@ def plan_outputs(config: LoadedConfig, images: Sequence[str], environ: Mapping[s
     return document
 
 
+def labels_output(config: LoadedConfig, images: Sequence[str], environ: Mapping[str, str]) -> str:
+    """The `labels` output: the first chosen image's labels from the plan, KEY=value per line."""
+    from pipeline.plan import make_plan
+
+    plan = make_plan(config, allow_dirty=True, environ=environ)
+    chosen = [i for i in plan.images if not images or i.name in images or i.name.rsplit("/", 1)[-1] in images]
+    labels = chosen[0].labels if chosen else {}
+    text = "\n".join(f"{key}={value}" for key, value in labels.items())
+    _append_output(environ, "labels", text)
+    return text
+
+
 # --- fan-out matrix -----------------------------------------------------------------------------------
 
 
@@ -617,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dry-run-outputs", help="the action's outputs for a dry run, from the plan"
     )
     dry_parser.add_argument("--config", type=Path, default=None)
+    labels_parser = commands.add_parser("labels-output", help="the labels output, from the plan")
+    labels_parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     if args.command == "prepare":
@@ -640,6 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if forwarded[:1] == ["--"]:
             forwarded = forwarded[1:]
         return run(forwarded, environ)
+    if args.command == "labels-output":
+        labels_output(load_config(args.config), split_list(environ.get("PIPELINE_INPUT_IMAGES")), environ)
+        return 0
     if args.command == "dry-run-outputs":
         plan_outputs(load_config(args.config), split_list(environ.get("PIPELINE_INPUT_IMAGES")), environ)
         return 0
