@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.registries",
     "tests.fixtures.gitrepos",
     "tests.fixtures.faultproxy",
+    "tests.fixtures.hostedrunner",
 ]

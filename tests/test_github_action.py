@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import yaml
 from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
 from tests.fixtures.gitrepos import GitRepo, GitRepoFactory
+from tests.fixtures.hostedrunner import SYSTEM_PYTHON, HostedRunner, outputs_github_keeps, registered_masks
 from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +100,16 @@ class CompositeRunner:
         step_env: Mapping[str, str] | None = None,
         skip: frozenset[str] = frozenset(),
         runtime_env: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
+        process: Mapping[str, Any] | None = None,
+        own: Callable[[Path], Path] = lambda path: path,
     ) -> None:
         self.document: dict[str, Any] = yaml.safe_load(action.read_text())
         self.runtime_env = dict(runtime_env or {})
+        # The hosted-runner profile: the runner's own environment, user and file ownership.
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.process = dict(process or {})
+        self.own = own
         self.action_path = action.parent
         self.workspace = workspace
         self.runner_temp = runner_temp
@@ -143,6 +151,8 @@ class CompositeRunner:
         env_file = self.runner_temp / "github_env"
         summary.write_text("")
         env_file.write_text("")
+        self.own(summary)
+        self.own(env_file)
         exported: dict[str, str] = {}
         results: list[StepRun] = []
         failed = False
@@ -161,7 +171,9 @@ class CompositeRunner:
             if "uses" in step:
                 # Another action: only the one that hands the cache service to later steps is known, and it
                 # runs only where a test gives it the values (GitHub's runtime is not here).
-                assert "ghaction-github-runtime@" in step["uses"], f"step {name}: unknown action {step['uses']}"
+                assert "ghaction-github-runtime@" in step["uses"], (
+                    f"step {name}: unknown action {step['uses']}"
+                )
                 if self.runtime_env:
                     with env_file.open("a") as handle:
                         handle.writelines(f"{key}={value}\n" for key, value in self.runtime_env.items())
@@ -172,8 +184,9 @@ class CompositeRunner:
             assert step.get("shell") == "bash", f"step {name}: composite run steps must name their shell"
             output_file = self.runner_temp / f"output_{number}"
             output_file.write_text("")
+            self.own(output_file)
             environment = {
-                **os.environ,
+                **self.base_env,
                 **self.event,
                 **self.step_env,
                 **exported,
@@ -190,6 +203,7 @@ class CompositeRunner:
             environment.update({key: self.expand(str(value)) for key, value in step.get("env", {}).items()})
             script = self.runner_temp / f"step_{number}.sh"
             script.write_text(self.expand(step["run"]))
+            self.own(script)
             cwd = self.workspace / self.expand(step.get("working-directory", "."))
             process = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
@@ -199,6 +213,7 @@ class CompositeRunner:
                 text=True,
                 check=False,
                 timeout=1200,
+                **self.process,
             )
             outputs = parse_command_file(output_file.read_text())
             self.step_outputs[step_id] = outputs
@@ -335,7 +350,14 @@ def test_action_on_a_tag_push_releases_to_both_registries(
         skip=frozenset({"install"}),
     ).run()
     assert run.succeeded, run.log[-6000:]
-    assert [s.outcome for s in run.steps] == ["skipped", "skipped", "success", "success", "success", "success"]
+    assert [s.outcome for s in run.steps] == [
+        "skipped",
+        "skipped",
+        "success",
+        "success",
+        "success",
+        "success",
+    ]
 
     # The password is masked before anything else runs, and the derived config is gone afterwards.
     assert f"::add-mask::{auth_registry.password}" in run.step("config").stdout.splitlines()
@@ -688,3 +710,110 @@ def test_fan_out_builds_each_platform_separately_and_merges_one_index(
         assert client.platform_digests(repository, index) == expected
     # Pushed by digest only: the fan-out moves no tag; promotion comes after the smoke tests.
     assert [tag for tag in private.tags(f"fanout/{IMAGE}") if not tag.startswith("buildcache")] == []
+
+
+# --- on the hosted-runner profile (tests/fixtures/hostedrunner.py) -------------------------------------
+
+
+def runner_project(hosted_runner: HostedRunner, repo: GitRepo) -> Path:
+    """The checkout as actions/checkout leaves it: in the workspace, owned by the runner user."""
+    workspace = hosted_runner.directory("work") / "hello"
+    shutil.copytree(repo.path, workspace)
+    return hosted_runner.own(workspace)
+
+
+def github_variables(hosted_runner: HostedRunner, repo: GitRepo, workspace: Path) -> dict[str, str]:
+    """A `v1.2.3` tag push, as GitHub sets it up for every step (payload in GITHUB_EVENT_PATH)."""
+    payload = {"ref": "refs/tags/v1.2.3", "repository": {"default_branch": "main", "full_name": "acme/hello"}}
+    return {
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": str(hosted_runner.event("push", payload)),
+        "GITHUB_REF": "refs/tags/v1.2.3",
+        "GITHUB_REF_NAME": "v1.2.3",
+        "GITHUB_REF_TYPE": "tag",
+        "GITHUB_SHA": repo.head,
+        "GITHUB_REPOSITORY": "acme/hello",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_WORKSPACE": str(workspace),
+    }
+
+
+@pytest.mark.engine
+def test_action_on_a_hosted_runner_native_amd64(
+    hosted_runner: HostedRunner,
+    git_repo_factory: GitRepoFactory,
+    base_image: str,
+    auth_registry: TestRegistry,
+) -> None:
+    """The composite action as a non-root runner runs it, from its real install step on: a Docker Hub-like
+    registry whose namespace is the login name (given through registry-auths, the user name not secret),
+    every build-push-action style input, only linux/amd64 (the native amd64 job: no arm64 asked for)."""
+    repo = make_project(git_repo_factory, base_image, "")
+    workspace = runner_project(hosted_runner, repo)
+    user, password = auth_registry.username, auth_registry.password
+    build_secret = "build-secret-" + os.urandom(6).hex()
+    run = CompositeRunner(
+        hosted_runner.action_checkout() / "action.yml",
+        workspace=workspace,
+        runner_temp=hosted_runner.directory("temp"),
+        event=github_variables(hosted_runner, repo, workspace),
+        inputs={
+            "python": SYSTEM_PYTHON,
+            "platforms": "linux/amd64",
+            "registries": f'[[registries]]\nname = "hub"\nurl = "{auth_registry.url}/{user}"\n',
+            # A secret in real use (`${{ secrets.REGISTRY_AUTHS }}`); the user name inside it is not masked.
+            "registry-auths": f"- registry: {auth_registry.url}\n  username: {user}\n  password: {password}\n",
+            "tags": "stable-test",
+            "labels": "com.example.team=imaging",
+            "annotations": "com.example.note=from the action",
+            "provenance": "false",
+            "secrets": f"NOTE={build_secret}",
+        },
+        base_env=hosted_runner.environment({}),
+        process=hosted_runner.process,
+        own=hosted_runner.own,
+    ).run()
+    assert run.succeeded, run.log[-6000:]
+    assert run.step("install").outcome == "success"  # the real install, as the runner user
+    masks = registered_masks(run.log)
+    assert password in masks and build_secret in masks and user not in masks
+    assert password not in run.log.replace(f"::add-mask::{password}", "")
+    assert build_secret not in run.log.replace(f"::add-mask::{build_secret}", "")
+
+    # The engine was asked for amd64 only: a runner without QEMU passes this check.
+    (engine_line,) = [line for line in run.step("release").stderr.splitlines() if "engine ready for" in line]
+    assert "linux/amd64" in engine_line and "arm64" not in engine_line
+
+    outputs = outputs_github_keeps(run.outputs, masks)
+    assert outputs["version"] == "1.2.3"
+    repository = f"{auth_registry.url}/{user}/{IMAGE}"
+    assert {f"{repository}:{t}" for t in ("1.2.3", "latest", "stable-test")} <= set(
+        outputs["tags"].splitlines()
+    )
+    labels = dict(line.split("=", 1) for line in outputs["labels"].splitlines())
+    assert labels["com.example.team"] == "imaging" and labels["org.opencontainers.image.version"] == "1.2.3"
+    report = Path(outputs["report"])
+    assert report.is_file() and report.stat().st_uid == hosted_runner.user.pw_uid
+    assert json.loads(outputs["json"])["status"] == "published"
+    assert "### Release 1.2.3" in run.summary
+
+    hub = RegistryClient(auth_registry.url, Credentials(user, password))
+    digest = outputs["digest"]
+    assert hub.manifest_digest(f"{user}/{IMAGE}", "stable-test") == digest
+    (platform_digest,) = hub.platform_digests(f"{user}/{IMAGE}", digest).values()
+    assert list(hub.platform_digests(f"{user}/{IMAGE}", digest)) == ["linux/amd64"]
+    manifest = hub.get_manifest(f"{user}/{IMAGE}", platform_digest).document
+    config = hub.get_blob_json(f"{user}/{IMAGE}", manifest["config"]["digest"])
+    assert config["config"]["Labels"]["com.example.team"] == "imaging"
+    annotated = {
+        **hub.get_manifest(f"{user}/{IMAGE}", digest).document.get("annotations", {}),
+        **manifest.get("annotations", {}),
+    }
+    assert annotated["com.example.note"] == "from the action"
+
+
+def test_github_drops_an_output_holding_a_masked_value() -> None:
+    # Why the Docker Hub user name must not be a secret: the namespace is in every tag.
+    outputs = {"tags": "docker.io/octocat/app:1.2.3", "version": "1.2.3"}
+    assert outputs_github_keeps(outputs, ["octocat"]) == {"tags": "", "version": "1.2.3"}
+    assert outputs_github_keeps(outputs, ["s3cret"]) == outputs
