@@ -14,6 +14,7 @@ Everything the workflows need from their inputs comes in through environment var
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -367,15 +368,15 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def apply_registry_auths(derived: dict[str, Any], auths: Sequence[Mapping[str, str]]) -> dict[str, Any]:
-    """Name the registry-auths variables in every registry of that host that names none of its own."""
+    """Name the registry-auths variables in every registry of that host (they win over the config's own
+    username_env/password_env, which name variables of a developer's machine)."""
     registries = []
     for declared in derived.get("registries", []):
         registry = dict(declared)
-        if not registry.get("username_env"):
-            for index, auth in enumerate(auths):
-                if _same_host(str(registry.get("url", "")), auth["registry"]):
-                    registry["username_env"], registry["password_env"] = auth_variables(index)
-                    break
+        for index, auth in enumerate(auths):
+            if _same_host(str(registry.get("url", "")), auth["registry"]):
+                registry["username_env"], registry["password_env"] = auth_variables(index)
+                break
         registries.append(registry)
     if registries:
         derived = {**derived, "registries": registries}
@@ -408,6 +409,11 @@ def check_inputs(config: LoadedConfig, environ: Mapping[str, str]) -> None:
         return
     supplied = {**environ, **secret_environment(environ)}
     for registry in config.pipeline.registries:
+        if registry.username_env is None and registry.host in (*_DOCKER_HUB_HOSTS, "ghcr.io"):
+            raise ConfigError(
+                f"registry {registry.name}: no credentials for {registry.host}; pass registry-auths from a "
+                "secret, or set the push input to false (pull requests from forks get no secrets)"
+            )
         for variable in (registry.username_env, registry.password_env):
             if variable and not supplied.get(variable):
                 raise ConfigError(
@@ -591,18 +597,42 @@ def labels_output(config: LoadedConfig, images: Sequence[str], environ: Mapping[
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    """A name for artifacts and jobs: readable, and distinct for distinct texts (`acme/app` and `acme-app`
+    read alike, so a short hash of the text itself follows)."""
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def fan_out_matrix(config: LoadedConfig, images: Iterable[str]) -> dict[str, Any]:
-    """`include` entries for a matrix job: one per image and platform, on a native runner if there is one."""
+def runner_mapping(text: str | None) -> dict[str, str]:
+    """The `runners` input: a JSON object platform -> runner label, on top of the native defaults."""
+    if not (text or "").strip():
+        return dict(NATIVE_RUNNERS)
+    try:
+        given = json.loads(text or "")
+    except ValueError:
+        given = None
+    if not isinstance(given, dict) or not all(isinstance(v, str) and v for v in given.values()):
+        raise ConfigError('input runners: give a JSON object such as {"linux/arm64": "ubuntu-24.04-arm"}')
+    unknown = [platform for platform in given if platform not in SUPPORTED_PLATFORMS]
+    if unknown:
+        raise ConfigError(f"input runners: unknown platform {unknown[0]!r}")
+    return {**NATIVE_RUNNERS, **given}
+
+
+def fan_out_matrix(
+    config: LoadedConfig, images: Iterable[str], runners: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """`include` entries for a matrix job: one per image and platform, on its runner from `runners` (native:
+    nothing emulated); a platform without one builds on the default runner under QEMU (`emulate`)."""
+    runners = NATIVE_RUNNERS if runners is None else runners
     wanted = list(images)
     chosen = [config.image(name) for name in wanted] if wanted else list(config.pipeline.images)
     include = [
         {
             "image": image.name,
             "platform": platform,
-            "runner": NATIVE_RUNNERS.get(platform, DEFAULT_RUNNER),
+            "runner": runners.get(platform, DEFAULT_RUNNER),
+            "emulate": platform not in runners,
             "slug": f"{slug(image.name)}--{slug(platform)}",
             "image_slug": slug(image.name),
         }
@@ -662,7 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         config = load_config(args.config)
-        matrix = fan_out_matrix(config, split_list(environ.get("PIPELINE_INPUT_IMAGES")))
+        matrix = fan_out_matrix(
+            config,
+            split_list(environ.get("PIPELINE_INPUT_IMAGES")),
+            runner_mapping(environ.get("PIPELINE_INPUT_RUNNERS")),
+        )
     except ConfigError as error:
         print(config_error_annotation(str(error), environ))
         print(f"error: {error}", file=sys.stderr)
@@ -672,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _append_output(environ, "matrix", json.dumps(matrix, separators=(",", ":")))
     _append_output(environ, "merge-matrix", json.dumps(merge, separators=(",", ":")))
     _append_output(environ, "images", " ".join(images))
+    # Artifact names of this call: two calls of the workflow in one run must not meet.
+    _append_output(environ, "artifact-prefix", f"image-pipeline-{secrets.token_hex(4)}-")
     print(json.dumps(matrix, indent=2))
     return 0
 
