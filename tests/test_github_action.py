@@ -8,6 +8,7 @@ knows only the expressions the action needs: anything else fails the test rather
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,161 +578,254 @@ def test_action_annotates_an_input_error(
     ), config.stdout
 
 
-# --- the reusable workflow's fan-out ------------------------------------------------------------------
+# --- the reusable workflow's jobs, as a runner executes them -------------------------------------------
 
 
-def workflow_script(job: str, step_name_start: str) -> tuple[str, dict[str, str]]:
-    document = yaml.safe_load(RELEASE_WORKFLOW.read_text())
-    for step in document["jobs"][job]["steps"]:
-        if str(step.get("name", "")).startswith(step_name_start):
-            return str(step["run"]), {k: str(v) for k, v in step.get("env", {}).items()}
-    raise AssertionError(f"no step {step_name_start!r} in job {job}")
+class WorkflowJobs:
+    """Runs the `run:` steps of release.yml's jobs on the hosted-runner profile, with GitHub's semantics for
+    what the test needs: `${{ }}` from inputs, secrets, matrix, needs and step outputs (anything else fails
+    the test), `if:` on those, a fresh GITHUB_OUTPUT per step, and artifacts as upload/download-artifact
+    hand them over (by name; downloads by pattern, merge-multiple). Actions that set up the machine
+    (checkout, setup-python, setup-buildx, QEMU, the runtime) are the profile's job, and the toolkit's
+    install step is `runner_toolkit`'s (the venv is first on PATH, as setup-python + pip leave it)."""
 
-
-def expand_with(values: Mapping[str, str], text: str) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        assert match[1] in values, f"the test does not provide {match[1]!r}"
-        return values[match[1]]
-
-    return _EXPRESSION.sub(substitute, text)
-
-
-def run_workflow_step(
-    script: str,
-    env: Mapping[str, str],
-    *,
-    cwd: Path,
-    runner_temp: Path,
-    values: Mapping[str, str],
-    base_env: Mapping[str, str],
-) -> subprocess.CompletedProcess[str]:
-
-    def substitute(match: re.Match[str]) -> str:
-        expression = match[1]
-        assert expression in values, f"the test does not provide {expression!r}"
-        return values[expression]
-
-    environment = {
-        **os.environ,
-        **base_env,
-        "RUNNER_TEMP": str(runner_temp),
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_OUTPUT": str(runner_temp / "output"),
-        **{key: _EXPRESSION.sub(substitute, value) for key, value in env.items()},
-    }
-    return subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
+    SETUP_ACTIONS = (
+        "actions/checkout@",
+        "actions/setup-python@",
+        "docker/setup-",
+        "crazy-max/ghaction-github-runtime@",
     )
+
+    def __init__(
+        self,
+        runner: HostedRunner,
+        toolkit: RunnerToolkit,
+        *,
+        workspace: Path,
+        github: Mapping[str, str],
+        inputs: Mapping[str, str],
+        secrets: Mapping[str, str],
+    ) -> None:
+        self.document: dict[str, Any] = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+        declared = _on(self.document)["workflow_call"]["inputs"]
+        unknown = set(inputs) - set(declared)
+        assert not unknown, f"inputs the workflow does not declare: {unknown}"
+        self.inputs = {name: _text(spec.get("default", "")) for name, spec in declared.items()} | dict(inputs)
+        self.secrets = dict(secrets)
+        self.runner = runner
+        self.toolkit = toolkit
+        self.workspace = workspace
+        self.github = dict(github)
+        self.artifacts = runner.directory("artifacts")
+        self.uploaded: list[str] = []
+        self.logs: dict[str, str] = {}
+
+    def value(self, expression: str, context: Mapping[str, str]) -> str:
+        expression = expression.strip()
+        if expression.startswith("inputs."):
+            return self.inputs[expression.removeprefix("inputs.")]
+        if expression.startswith("secrets."):
+            return self.secrets.get(expression.removeprefix("secrets."), "")
+        if expression == "job.workflow_repository":
+            return "acme/image-pipeline"
+        if expression == "job.workflow_sha":
+            return "0123456789abcdef0123456789abcdef01234567"
+        assert expression in context, f"the test runner does not know the expression {expression!r}"
+        return context[expression]
+
+    def expand(self, text: str, context: Mapping[str, str]) -> str:
+        return _EXPRESSION.sub(lambda m: self.value(m[1], context), text)
+
+    def run(
+        self, job: str, matrix: Mapping[str, Any] | None = None, needs: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """One job (one matrix entry); returns the job's outputs. Fails the test when a step fails."""
+        spec = self.document["jobs"][job]
+        context = {f"matrix.{k}": _text(v) for k, v in (matrix or {}).items()}
+        context |= {f"needs.plan.outputs.{k}": v for k, v in (needs or {}).items()}
+        if "if" in spec and self.value(spec["if"], context) != "true":
+            return {}
+        temp = self.runner.directory(
+            f"temp-{job}-{_text((matrix or {}).get('slug', (matrix or {}).get('image_slug', '')))}"
+        )
+        context["runner.temp"] = str(temp)
+        log = []
+        for number, step in enumerate(spec["steps"]):
+            condition = step.get("if")
+            if condition and self.value(condition, context) != "true":
+                continue
+            if "uses" in step:
+                self._action(step, context, temp)
+                continue
+            if str(step.get("name", "")).startswith("Install the toolkit"):
+                continue
+            output = temp / f"output-{number}"
+            output.write_text("")
+            self.runner.own(output)
+            env = self.runner.environment(
+                {
+                    **self.github,
+                    "RUNNER_TEMP": str(temp),
+                    "GITHUB_OUTPUT": str(output),
+                    "GITHUB_STEP_SUMMARY": str(temp / "summary.md"),
+                },
+                extra_path=self.toolkit.bin,
+            )
+            env |= {key: self.expand(str(value), context) for key, value in step.get("env", {}).items()}
+            result = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", self.expand(step["run"], context)],
+                cwd=self.workspace,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=900,
+                **self.runner.process,
+            )
+            log.append(f"--- {job} {step.get('name', step.get('id'))}\n{result.stdout}\n{result.stderr}")
+            assert result.returncode == 0, "\n".join(log)[-6000:]
+            for name, value in parse_command_file(output.read_text()).items():
+                context[f"steps.{step.get('id', number)}.outputs.{name}"] = value
+        self.logs[f"{job} {_text((matrix or {}).get('slug', ''))}"] = "\n".join(log)
+        return {name: self.expand(str(value), context) for name, value in spec.get("outputs", {}).items()}
+
+    def _action(self, step: Mapping[str, Any], context: Mapping[str, str], temp: Path) -> None:
+        uses = str(step["uses"])
+        with_ = {key: self.expand(_text(value), context) for key, value in step.get("with", {}).items()}
+        if uses.startswith("actions/upload-artifact@"):
+            name = with_["name"]
+            assert name not in self.uploaded or with_.get("overwrite") == "true", (
+                f"artifact {name} uploaded twice"
+            )
+            self.uploaded.append(name)
+            (self.artifacts / name).mkdir(exist_ok=True)
+            shutil.copy(with_["path"], self.artifacts / name)
+        elif uses.startswith("actions/download-artifact@"):
+            assert with_.get("merge-multiple") == "true"
+            target = Path(with_["path"])
+            target.mkdir(parents=True, exist_ok=True)
+            for artifact in sorted(self.artifacts.iterdir()):
+                if fnmatch.fnmatchcase(artifact.name, with_["pattern"]):
+                    for file in artifact.iterdir():
+                        shutil.copy(file, target / file.name)
+            self.runner.own(target)
+        else:
+            assert uses.startswith(self.SETUP_ACTIONS), f"the test runner does not know the action {uses}"
+
+
+def _on(document: Mapping[Any, Any]) -> Any:
+    """The `on:` table (YAML 1.1, which PyYAML speaks, reads the bare key `on` as true)."""
+    return document["on"] if "on" in document else document[True]
+
+
+def _text(value: Any) -> str:
+    """A value as `${{ }}` renders it: booleans in lower case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @pytest.mark.engine
-def test_fan_out_builds_each_platform_separately_and_merges_one_index(
-    tmp_path: Path,
+def test_reusable_workflow_jobs_on_hosted_runners(
+    hosted_runner: HostedRunner,
+    runner_toolkit: RunnerToolkit,
     git_repo_factory: GitRepoFactory,
     base_image: str,
-    open_registry: TestRegistry,
     auth_registry: TestRegistry,
 ) -> None:
-    repo = make_project(
-        git_repo_factory,
-        base_image,
-        f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/fanout"\n'
-        + hub_registry_input(auth_registry).replace("/acme", "/fanout"),
-    )
-    secrets = {"TEST_HUB_USER": auth_registry.username, "TEST_HUB_TOKEN": auth_registry.password}
-    build_script, build_env = workflow_script("build", "Build")
-    merge_script, merge_env = workflow_script("merge", "Merge")
-    assert "--push-by-digest" in build_script and "--digest-file" in build_script
-    config = str(repo.path / "pipeline.toml")
-
-    # Both platforms at once, each in its own process, as the matrix jobs would run on their own runners.
-    runs = []
-    temps = {}
-    for platform in ("linux/amd64", "linux/arm64"):
-        slug = f"acme-hello--{platform.replace('/', '-')}"
-        temps[platform] = tmp_path / f"runner-{slug}"
-        temps[platform].mkdir()
-        values = {
-            "matrix.image": IMAGE,
-            "matrix.platform": platform,
-            "matrix.slug": slug,
-            "steps.config.outputs.config": config,
-            "steps.config.outputs.source-config": config,
-            **{
-                f"secrets.{name}": ""
-                for name in (
-                    "DOCKERHUB_USERNAME",
-                    "DOCKERHUB_TOKEN",
-                    "PRIVATE_REGISTRY_USER",
-                    "PRIVATE_REGISTRY_PASSWORD",
-                )
-            },
-        }
-        environment = {**os.environ, "RUNNER_TEMP": str(temps[platform]), "GITHUB_ACTIONS": "true", **secrets}
-        env = {key: expand_with(values, value) for key, value in build_env.items()}
-        runs.append(
-            subprocess.Popen(
-                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", build_script],
-                cwd=repo.path,
-                env={**environment, **env},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    for process in runs:
-        output, _ = process.communicate(timeout=900)
-        assert process.returncode == 0, output[-4000:]
-
-    # The artifacts, as download-artifact with merge-multiple leaves them: every digest file in one folder.
-    merge_temp = tmp_path / "runner-merge"
-    (merge_temp / "digests").mkdir(parents=True)
-    digest_files = []
-    for platform, temp in temps.items():
-        (digest_file,) = (temp / "digests").glob("*.json")
-        recorded = json.loads(digest_file.read_text())
-        assert list(recorded["platforms"]) == [platform]
-        digest_files.append(recorded)
-        shutil.copy(digest_file, merge_temp / "digests" / digest_file.name)
-
-    values = {
-        "matrix.image": IMAGE,
-        "matrix.image_slug": "acme-hello",
-        "steps.config.outputs.config": config,
-        "steps.config.outputs.source-config": config,
-        **{
-            f"secrets.{name}": ""
-            for name in (
-                "DOCKERHUB_USERNAME",
-                "DOCKERHUB_TOKEN",
-                "PRIVATE_REGISTRY_USER",
-                "PRIVATE_REGISTRY_PASSWORD",
-            )
+    """plan -> build per platform (each its own runner, at the same time) -> merge -> publish, as the
+    non-root runner; logins from the registry-auths secret, the namespace being the (unmasked) user name."""
+    repo = make_project(git_repo_factory, base_image, "")
+    workspace = runner_project(hosted_runner, repo)
+    user, password = auth_registry.username, auth_registry.password
+    jobs = WorkflowJobs(
+        hosted_runner,
+        runner_toolkit,
+        workspace=workspace,
+        github=github_variables(hosted_runner, repo, workspace),
+        inputs={
+            "lint": "false",
+            "registries": f'[[registries]]\nname = "hub"\nurl = "{auth_registry.url}/{user}"\n',
+            "labels": "com.example.team=imaging",
         },
-    }
-    result = run_workflow_step(
-        merge_script, merge_env, cwd=repo.path, runner_temp=merge_temp, values=values, base_env=secrets
+        secrets={
+            "registry-auths": f"- registry: {auth_registry.url}\n  username: {user}\n  password: {password}\n"
+        },
     )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    merged = json.loads((merge_temp / "merged" / "acme-hello.json").read_text())
-    index = merged["index_digest"]
-
-    expected = {
-        platform: recorded["platforms"][platform]
-        for platform, recorded in zip(temps, digest_files, strict=True)
+    plan = jobs.run("plan")
+    matrix = json.loads(plan["matrix"])["include"]
+    assert {(e["platform"], e["runner"], e["emulate"]) for e in matrix} == {
+        ("linux/amd64", "ubuntu-24.04", False),
+        ("linux/arm64", "ubuntu-24.04-arm", False),
     }
-    private = RegistryClient(open_registry.url)
-    hub = RegistryClient(auth_registry.url, Credentials(auth_registry.username, auth_registry.password))
-    for client, repository in ((private, f"fanout/{IMAGE}"), (hub, f"fanout/{IMAGE}")):
-        assert client.platform_digests(repository, index) == expected
-    # Pushed by digest only: the fan-out moves no tag; promotion comes after the smoke tests.
-    assert [tag for tag in private.tags(f"fanout/{IMAGE}") if not tag.startswith("buildcache")] == []
+    with ThreadPoolExecutor(max_workers=len(matrix)) as pool:
+        list(pool.map(lambda entry: jobs.run("build", entry, plan), matrix))
+    # Each native job asked the engine only for its own platform.
+    for entry in matrix:
+        log = jobs.logs[f"build {entry['slug']}"]
+        (line,) = [line for line in log.splitlines() if "engine ready for" in line]
+        assert entry["platform"] in line and len(re.findall(r"linux/\w+", line)) == 1, line
+    for entry in json.loads(plan["merge-matrix"])["include"]:
+        jobs.run("merge", entry, plan)
+    outputs = jobs.run("publish", None, plan)
+
+    assert all(name.startswith(plan["artifact-prefix"]) for name in jobs.uploaded)
+    masks = registered_masks("\n".join(jobs.logs.values()))
+    assert password in masks and user not in masks
+    kept = outputs_github_keeps(outputs, masks)
+    assert kept["version"] == "1.2.3"
+    assert f"{auth_registry.url}/{user}/{IMAGE}:latest" in kept["tags"].splitlines()
+    assert "com.example.team=imaging" in kept["labels"].splitlines()
+    hub = RegistryClient(auth_registry.url, Credentials(user, password))
+    digest = kept["digest"]
+    assert hub.manifest_digest(f"{user}/{IMAGE}", "1.2.3") == digest
+    assert set(hub.platform_digests(f"{user}/{IMAGE}", digest)) == {"linux/amd64", "linux/arm64"}
+    assert json.loads(kept["json"])["status"] == "published"
+
+
+def test_push_false_builds_and_publishes_nothing() -> None:
+    document = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    jobs = document["jobs"]
+    assert jobs["merge"]["if"] == jobs["publish"]["if"] == "inputs.push"
+    (build,) = [s for s in jobs["build"]["steps"] if str(s.get("name", "")).startswith("Build")]
+    assert '[ "$PUSH" = "true" ]' in build["run"] and "--push-by-digest" in build["run"]
+    (upload,) = [s for s in jobs["build"]["steps"] if "upload-artifact" in str(s.get("uses"))]
+    assert upload["if"] == "inputs.push"
+
+
+def test_reusable_workflow_installs_the_pinned_commit_only() -> None:
+    """No branch, no placeholder repository: the commit the caller pinned (job.workflow_sha), or a full SHA."""
+    document = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    inputs = _on(document)["workflow_call"]["inputs"]
+    assert "toolkit-ref" not in inputs
+    assert inputs["toolkit-sha"]["default"] == "" and inputs["toolkit-repository"]["default"] == ""
+    installs = [
+        step
+        for job in document["jobs"].values()
+        for step in job["steps"]
+        if str(step.get("name", "")).startswith("Install the toolkit")
+    ]
+    assert len(installs) == len(document["jobs"]) and all(step == installs[0] for step in installs)
+    env = installs[0]["env"]
+    assert env["WORKFLOW_SHA"] == "${{ job.workflow_sha }}"
+    assert env["WORKFLOW_REPOSITORY"] == "${{ job.workflow_repository }}"
+    for given in ({"TOOLKIT_SHA": "main"}, {"TOOLKIT_SHA": "0123abc"}, {}):
+        result = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", installs[0]["run"]],
+            env={"PATH": os.environ["PATH"], "TOOLKIT_REPOSITORY": "acme/image-pipeline", **given},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1 and "::error" in result.stdout and "input toolkit-sha" in result.stdout
+
+
+def test_promotions_run_one_at_a_time() -> None:
+    """Two close tags: the second release waits for the first instead of racing it to `latest`."""
+    publish = yaml.safe_load(RELEASE_WORKFLOW.read_text())["jobs"]["publish"]
+    assert publish["concurrency"]["cancel-in-progress"] is False
+    assert "${{ github.repository }}" in publish["concurrency"]["group"]
+    assert publish["permissions"] == {"contents": "read", "packages": "write", "id-token": "write"}
+    ci = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert ci["jobs"]["release"]["concurrency"]["cancel-in-progress"] is False
 
 
 # --- on the hosted-runner profile (tests/fixtures/hostedrunner.py) -------------------------------------
