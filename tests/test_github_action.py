@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.build import cache_settings
+from pipeline.config import BuildConfig, ImageConfig
 from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
 from tests.fixtures.gitrepos import GitRepo, GitRepoFactory
@@ -529,6 +531,33 @@ def test_action_dry_run_outputs_the_plan_and_touches_nothing(
     assert json.loads(run.outputs["json"])["mode"] == "dry-run"
     assert "would build" in run.step("release").stdout
     assert "Dry run of release 1.2.3" in run.summary
+    # A dry run writes no report, so it names none (it used to name a file that did not exist).
+    assert run.outputs["report"] == ""
+
+
+def test_action_hands_the_cache_service_to_buildx(tmp_path: Path) -> None:
+    """Composite `run:` steps do not see ACTIONS_RUNTIME_TOKEN/ACTIONS_RESULTS_URL; the runtime action exports
+    them (through GITHUB_ENV) before the release step, where `cache = "auto"` then chooses `type=gha`."""
+    steps = yaml.safe_load(ACTION.read_text())["runs"]["steps"]
+    ids = [step.get("id") for step in steps]
+    assert ids.index("runtime") < ids.index("release")
+    assert re.search(r"crazy-max/ghaction-github-runtime@[0-9a-f]{40}", steps[ids.index("runtime")]["uses"])
+    exported = {
+        "GITHUB_ACTIONS": "true",
+        "ACTIONS_RESULTS_URL": "https://results.example/",
+        "ACTIONS_RUNTIME_TOKEN": "t",
+    }
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    image = ImageConfig(name="acme/app")
+    cache_from, cache_to = cache_settings(BuildConfig(), image, (), environ=exported)
+    assert (
+        cache_from == ({"type": "gha", "scope": "acme-app"},)
+        and cache_to is not None
+        and cache_to["type"] == "gha"
+    )
+    # Without the runtime's variables (what a composite step saw before): no gha.
+    cache_from, _ = cache_settings(BuildConfig(), image, (), environ={"GITHUB_ACTIONS": "true"})
+    assert all(source["type"] != "gha" for source in cache_from)
 
 
 def test_action_annotates_a_config_error_on_its_line(
