@@ -32,6 +32,7 @@ from pipeline.config import RegistryConfig
 from pipeline.distribution import INDEX_TYPES, RegistryClient
 from pipeline.publish import isolated_docker_config, promote, push_everywhere
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory, list_tags
+from tests.fixtures.gitrepos import run_git
 from tests.fixtures.registries import private_and_hub
 
 if TYPE_CHECKING:  # imported for real, pytest would try to collect the class as tests
@@ -272,6 +273,14 @@ def test_native_fan_out_builds_per_platform_in_separate_processes_then_merges(
     target: Target, base_image: str, tmp_path: Path, logged_in: DockerClient
 ) -> None:
     config = write_config(tmp_path, target, base_image)
+    # `pipeline build` plans from git (labels, SOURCE_DATE_EPOCH), as a release does.
+    for args in (
+        ("init", "-q", "-b", "main"),
+        ("add", "-A"),
+        ("commit", "-q", "-m", "hello"),
+        ("tag", "v1.0.0"),
+    ):
+        run_git(tmp_path, *args, timestamp=1767225600)
     env = pipeline_env(target)
     command = [sys.executable, "-m", "pipeline", "--config", str(config)]
     # Two "runners" at once, as a CI matrix would run them.
