@@ -17,6 +17,12 @@ def _provision_engine(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "engine", "up")
 
 
+def _offline_base_for_tests(session: nox.Session) -> None:
+    # This project's own tests and benchmarks run on offline hosts whose `FROM alpine` must resolve: they opt
+    # in to the busybox stand-in (set up only on an engine the pipeline installed; never for `nox -s release`).
+    session.env["PIPELINE_OFFLINE_BASE"] = os.environ.get("PIPELINE_OFFLINE_BASE", "1")
+
+
 def _ensure_debian_tool(session: nox.Session, package: str) -> None:
     # Not on PyPI: installed from Debian where we may (root on Debian); elsewhere the check says how.
     if shutil.which(package) or os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -29,6 +35,7 @@ def _ensure_debian_tool(session: nox.Session, package: str) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests of the pure core and end-to-end tests against a real engine, registries and git repos."""
     session.install("-e", ".[test]")
+    _offline_base_for_tests(session)
     _provision_engine(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
@@ -65,5 +72,6 @@ def plan(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print ratios against a baseline measured in the same run."""
     session.install("-e", ".[test]")
+    _offline_base_for_tests(session)
     _provision_engine(session)
     session.run("python", "-m", "bench", *session.posargs)

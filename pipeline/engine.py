@@ -234,13 +234,15 @@ def _docker_host(environ: Mapping[str, str] | None = None) -> str:
 
 def engine_is_ours(environ: Mapping[str, str] | None = None) -> bool:
     """True when the engine this process talks to is the one provision/debian-engine.sh installed."""
+    if _docker_host(environ) != DEFAULT_DOCKER_HOST:
+        return False  # the script only ever installs the engine on the default socket
     try:
         marker = json.loads((ENGINE_STATE / INSTALL_MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("docker_host", DEFAULT_DOCKER_HOST) == _docker_host(
-        environ
-    )
+        # Installed before the record existed: our private trixie downloads are the trace (the script
+        # then writes the record).
+        return any((ENGINE_STATE / "trixie-apt" / "debs").glob("docker.io_*.deb"))
+    return isinstance(marker, dict)
 
 
 def engine_installed() -> bool:
@@ -304,9 +306,17 @@ def ensure_engine(
     offline = offline_base_wanted() if offline_base is None else offline_base
     status = engine_status(use_cache=True, builder=builder)
     needs = list(status.problems)
-    if offline and not offline_base_in_use(status):
-        if status.ready and any(BASE_MIRROR_URL in m for m in status.mirrors):
+    if offline and status.ready and not offline_base_in_use(status):
+        if any(BASE_MIRROR_URL in m for m in status.mirrors):
             ensure_base_mirror()  # configured earlier, its registry is just not running: no engine change
+        elif offline_base is None and not engine_is_ours():
+            # Asked for by the environment (this project's nox sessions) on an engine we may not change.
+            log.warning(
+                "%s=1, but this engine was not installed by the pipeline: no offline stand-in here, "
+                "base images resolve as they are",
+                OFFLINE_BASE_ENV,
+            )
+            offline = False
         else:
             needs.append(f"{OFFLINE_BASE_ENV}=1 asks for the offline base, whose mirror is not configured")
     if not needs:
@@ -320,7 +330,9 @@ def ensure_engine(
         needs=needs,
         can_provision=_can_provision(),
     )
-    if not provision or not decision.run:
+    if not provision:
+        raise EngineError(_manual_instructions(needs))
+    if not decision.run:
         raise EngineError(decision.refusal or _manual_instructions(needs))
     _run_bootstrap(offline)
     if offline:
