@@ -279,7 +279,7 @@ def provision_decision(
     if installed and not ours and not answering:
         return ProvisionDecision(
             False,
-            f"{what}. A Docker engine is installed but not running, and not by the pipeline: start it "
+            f"{what}. A Docker engine is installed but not running, and was not installed by the pipeline: start it "
             "yourself (e.g. `systemctl start docker`)",
         )
     if answering and not explicit:
@@ -402,8 +402,8 @@ def choose_builder(facts: BuilderFacts) -> BuilderChoice:
     if facts.buildkit_image:
         return BuilderChoice(name=OWN_BUILDER, create=True)
     return BuilderChoice(
-        refusal="the engine's `docker` builder uses the classic image store, which cannot export "
-        f"multi-platform images, and the BuildKit image {BUILDKIT_IMAGE} for a builder of our own cannot be "
+        refusal="the engine's `docker` builder uses the classic image store, which can neither export the "
+        f"OCI layouts a release pushes nor build several platforms, and the BuildKit image {BUILDKIT_IMAGE} for a builder of our own cannot be "
         "pulled; turn on the containerd image store (daemon.json: "
         '"features": {"containerd-snapshotter": true}, then restart it), load that image '
         "into the engine, or name a working builder in [build] builder"
