@@ -292,7 +292,7 @@ def _tiny_rootfs(directory: Path) -> Path:
 
 def _snapshot(engine: UserEngine) -> tuple[bytes, list[str], list[str]]:
     images = sorted(f"{image.id} {sorted(image.repo_tags)}" for image in engine.client.image.list(all=True))
-    builders = sorted(b.name for b in engine.client.buildx.list() if b.name != OWN_BUILDER)
+    builders = sorted(str(b.name) for b in engine.client.buildx.list() if b.name != OWN_BUILDER)
     return engine.daemon_json.read_bytes(), images, builders
 
 

@@ -17,11 +17,14 @@ from pipeline.errors import AuthError, RegistryError
 from pipeline.registry import (
     Credentials,
     RegistryServer,
+    ensure_registries,
     free_port,
     local_registry_down,
     local_registry_state,
     local_registry_up,
+    next_free_port,
     planned_registries,
+    port_is_free,
     registry_answers,
 )
 
@@ -75,7 +78,7 @@ def test_local_registry_moves_off_a_taken_port_and_says_so(
         holder.listen()
         taken = holder.getsockname()[1]
         state = local_registry_up(taken)
-    assert state.port != taken
+    assert state.port > taken  # the next free one above (exactly: test_next_free_port_is_the_next_one...)
     assert f"port {taken} is taken" in caplog.text
     assert local_registry_state() == state
     assert local_registry_up(taken) == state  # reused, not a second one
@@ -112,3 +115,61 @@ def test_registry_cli_up_status_down(state_dir: Path) -> None:
     assert cli("down").returncode == 0
     status = cli("status")
     assert status.returncode == 3 and status.stdout.strip() == "not running"
+
+
+def _taken_pair() -> tuple[socket.socket, int]:
+    """A listening socket on a port whose next port is free (so 'the next free one' is known)."""
+    while True:
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        if port < 65535 and port_is_free(port + 1):
+            return holder, port
+        holder.close()
+
+
+def test_next_free_port_is_the_next_one_not_a_random_one(state_dir: Path) -> None:
+    holder, taken = _taken_pair()
+    with holder:
+        assert next_free_port(taken) == taken + 1
+        assert local_registry_up(taken).port == taken + 1
+
+
+def test_plan_names_the_port_a_start_would_take(state_dir: Path, tmp_path: Path) -> None:
+    holder, taken = _taken_pair()
+    with holder:
+        config_file = tmp_path / "pipeline.toml"
+        config_file.write_text(f'[[images]]\nname = "x"\n[local_registry]\nport = {taken}\n')
+        planned = planned_registries(load_config(config_file))[0].url
+        assert planned == f"127.0.0.1:{taken + 1}"  # not the taken port: that is someone else's registry
+        assert ensure_registries(load_config(config_file))[0].url == planned
+
+
+def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "registry", *args],
+        env={**os.environ, "PIPELINE_STATE_DIR": str(state_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_explicit_port_is_honoured_or_refused_in_one_line(state_dir: Path) -> None:
+    holder, taken = _taken_pair()
+    with holder:
+        refused = _cli(state_dir, "up", "--port", str(taken))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"--port {taken}" in line and "taken" in line
+    assert local_registry_state() is None  # nothing started elsewhere instead
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1"])
+def test_out_of_range_port_is_one_line_at_once(state_dir: Path, port: str) -> None:
+    result = _cli(state_dir, "up", "--port", port)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"error: --port {port}: give a port from 1 to 65535"
