@@ -16,8 +16,10 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -78,6 +80,43 @@ def is_throwaway(directory: Path) -> bool:
     return (directory / _MARKER).is_file()
 
 
+_PREFIX = "pipeline-docker-config-"
+# A throwaway config of an older version (no marker) may hold a `docker login`; after a day it is no run's.
+_UNMARKED_STALE_SECONDS = 86400.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_configs(parent: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove throwaway configs left by runs that were killed (SIGKILL leaves the folder, never a secret in
+    ours; older versions' could hold a login). A config whose run is still alive is left alone."""
+    removed = []
+    now = time.time() if now is None else now
+    for directory in Path(parent or tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue
+            marker = directory / _MARKER
+            if marker.is_file():
+                stale = not _pid_alive(int(marker.read_text().strip() or "0"))
+            else:
+                stale = now - directory.stat().st_mtime > _UNMARKED_STALE_SECONDS
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
+
+
 @contextlib.contextmanager
 def isolated_docker_config() -> Iterator[Path]:
     """A throwaway DOCKER_CONFIG (and our helper on PATH) for one run; the environment is put back after."""
@@ -86,7 +125,8 @@ def isolated_docker_config() -> Iterator[Path]:
     user_file = Path(os.environ[USER_CONFIG_ENV]) if nested else original / "config.json"
     saved = {key: os.environ.get(key) for key in ("DOCKER_CONFIG", "PATH", VARIABLES_ENV, USER_CONFIG_ENV)}
     saved.update((key, value) for key, value in os.environ.items() if key.startswith(LOGIN_ENV_PREFIX))
-    with tempfile.TemporaryDirectory(prefix="pipeline-docker-config-") as scratch:
+    remove_stale_configs()
+    with tempfile.TemporaryDirectory(prefix=_PREFIX) as scratch:
         directory = Path(scratch)
         directory.chmod(0o700)
         user_settings: dict[str, object] = {}

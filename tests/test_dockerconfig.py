@@ -19,6 +19,7 @@ from pipeline.dockerconfig import (
     isolated_docker_config,
     lookup,
     normalized_server,
+    remove_stale_configs,
     server_key,
     throwaway_settings,
 )
@@ -179,3 +180,26 @@ def test_helper_usage_line() -> None:
         [sys.executable, "-m", "pipeline.dockerconfig", "what"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1 and "get|store|erase|list" in result.stderr
+
+
+def test_stale_configs_of_dead_runs_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    configs = {}
+    for name, marker in (
+        ("dead", dead.stdout.strip()),
+        ("alive", str(os.getpid())),
+        ("old", None),
+        ("new", None),
+    ):
+        directory = tmp_path / f"pipeline-docker-config-{name}"
+        directory.mkdir()
+        (directory / "config.json").write_text("{}")
+        if marker is not None:
+            (directory / ".pipeline-throwaway").write_text(marker)
+        configs[name] = directory
+    os.utime(configs["old"], (0, 0))
+    removed = remove_stale_configs(tmp_path)
+    assert sorted(p.name for p in removed) == ["pipeline-docker-config-dead", "pipeline-docker-config-old"]
+    assert configs["alive"].is_dir() and configs["new"].is_dir()
