@@ -122,7 +122,14 @@ def isolated_docker_config() -> Iterator[Path]:
     """A throwaway DOCKER_CONFIG (and our helper on PATH) for one run; the environment is put back after."""
     original = user_config_dir()
     nested = is_throwaway(original)  # inside another run's config: the user's file is still the outer one
-    user_file = Path(os.environ[USER_CONFIG_ENV]) if nested else original / "config.json"
+    # Inside another run's config, that config is the one to extend (it may hold a `docker login` of its
+    # own), and the files the helper reads are the outer ones plus it.
+    user_file = original / "config.json"
+    user_files = (
+        [*os.environ.get(USER_CONFIG_ENV, "").split(os.pathsep), str(user_file)]
+        if nested
+        else [str(user_file)]
+    )
     saved = {key: os.environ.get(key) for key in ("DOCKER_CONFIG", "PATH", VARIABLES_ENV, USER_CONFIG_ENV)}
     saved.update((key, value) for key, value in os.environ.items() if key.startswith(LOGIN_ENV_PREFIX))
     remove_stale_configs()
@@ -143,7 +150,7 @@ def isolated_docker_config() -> Iterator[Path]:
         helper.chmod(0o700)
         os.environ["DOCKER_CONFIG"] = str(directory)
         os.environ["PATH"] = f"{helper.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        os.environ[USER_CONFIG_ENV] = str(user_file)
+        os.environ[USER_CONFIG_ENV] = os.pathsep.join(f for f in user_files if f)
         os.environ[VARIABLES_ENV] = os.environ.get(VARIABLES_ENV, "{}") if nested else "{}"
         try:
             yield directory
@@ -202,8 +209,17 @@ def lookup(server: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
         username, password = environ.get(user_variable), environ.get(password_variable)
         if username and password:
             return username, password
+    for user_file in environ.get(USER_CONFIG_ENV, "").split(os.pathsep):
+        found = _stored_login(Path(user_file), wanted) if user_file else None
+        if found is not None:
+            return found
+    return None
+
+
+def _stored_login(user_file: Path, wanted: str) -> tuple[str, str] | None:
+    """The login `docker login` stored for a server in a config file's `auths`, if any."""
     try:
-        auths = json.loads(Path(environ.get(USER_CONFIG_ENV, "")).read_text()).get("auths") or {}
+        auths = json.loads(user_file.read_text()).get("auths") or {}
     except (OSError, ValueError, AttributeError):
         return None
     for key, entry in auths.items():

@@ -105,7 +105,13 @@ def test_throwaway_config_holds_no_secret_and_puts_everything_back(
     path_before = os.environ["PATH"]
     with isolated_docker_config() as directory:
         add_login("127.0.0.1:5999", ("CI_USER", "CI_TOKEN"), {"CI_USER": "ci", "CI_TOKEN": "run-secret"})
+        # A test's own `docker login` into its throwaway config (no credsStore: docker writes `auths`).
+        settings = json.loads((directory / "config.json").read_text())
+        settings["auths"] = {"fixture.example": {"auth": _auth("fx", "fixture-secret")}}
+        (directory / "config.json").write_text(json.dumps(settings))
         with isolated_docker_config() as nested:  # a release inside a test's own throwaway config
+            assert lookup("fixture.example", os.environ) == ("fx", "fixture-secret")
+            assert "fixture-secret" not in (nested / "config.json").read_text()
             assert lookup("private.example", os.environ) == ("me", "user-secret")
             assert lookup("127.0.0.1:5999", os.environ) == ("ci", "run-secret")
             assert nested != directory
@@ -114,6 +120,7 @@ def test_throwaway_config_holds_no_secret_and_puts_everything_back(
         )
         for secret in ("user-secret", "run-secret", _auth("me", "user-secret")):
             assert secret.encode() not in contents
+        assert lookup("fixture.example", os.environ) is None  # the nested run's files are gone with it
         helper = directory / "bin" / f"docker-credential-{HELPER_NAME}"
         answer = subprocess.run(
             [str(helper), "get"], input="127.0.0.1:5999", capture_output=True, text=True, check=True
