@@ -304,6 +304,11 @@ def ensure_engine(
     `[build] builder` of the config. `offline_base`: set up the stand-in (default: PIPELINE_OFFLINE_BASE).
     """
     offline = offline_base_wanted() if offline_base is None else offline_base
+    if builder is not None:
+        known = _list_builders()
+        missing = choose_builder(BuilderFacts(builder, None, False, known)).refusal
+        if missing is not None:
+            raise EngineError(missing)
     status = engine_status(use_cache=True, builder=builder)
     needs = list(status.problems)
     if offline and status.ready and not offline_base_in_use(status):

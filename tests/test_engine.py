@@ -383,3 +383,13 @@ def test_stand_in_base_to_a_remote_registry_is_refused_before_any_push(tmp_path:
     assert len(errors) == 1, result.stderr
     assert "stand-in" in errors[0] and "hub (registry.example.com)" in errors[0]
     assert "building" not in result.stderr and "pushing" not in result.stderr
+
+
+@pytest.mark.engine
+def test_configured_builder_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    project = make_project(tmp_path, "unused:1", '[build]\nbuilder = "no-such-builder"\n')
+    result = run_pipeline(project, "release", env={"PIPELINE_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "[build] builder = 'no-such-builder'" in errors[0] and "docker buildx ls" in errors[0]
