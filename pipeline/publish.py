@@ -24,7 +24,7 @@ from pipeline.build import BuiltImage
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
 from pipeline.dockerconfig import add_login
-from pipeline.errors import AuthError, ConfigError, RegistryError
+from pipeline.errors import AuthError, ConfigError, PipelineError, RegistryError
 from pipeline.registry import Credentials
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _single_image(config: LoadedConfig, name: str | None) -> str:
 
 def run_build_command(args: argparse.Namespace) -> int:
     from pipeline.build import build, spec_for
-    from pipeline.engine import ensure_engine
+    from pipeline.engine import ensure_engine, offline_base_in_use, stand_in_bases, stand_in_refusal
     from pipeline.registry import ensure_registries
 
     config = load_config(args.config)
@@ -327,6 +327,14 @@ def run_build_command(args: argparse.Namespace) -> int:
         print(json.dumps({"image": image.name, "digest": built.index_digest, "platforms": list(platforms)}))
         return 0
     registries = ensure_registries(config)
+    if offline_base_in_use(engine):  # a fan-out push publishes as surely as a release: same refusal
+        refusal = stand_in_refusal(
+            image.name,
+            stand_in_bases(spec.dockerfile, spec.build_args),
+            {registry.name: registry.host for registry in registries},
+        )
+        if refusal is not None:
+            raise PipelineError(refusal)
     spec = spec_for(
         config,
         image,

@@ -377,12 +377,13 @@ def test_stand_in_base_to_a_remote_registry_is_refused_before_any_push(tmp_path:
     project = make_project(
         tmp_path, "alpine:3.20", '[[registries]]\nname = "hub"\nurl = "registry.example.com/acme"\n'
     )
-    result = run_pipeline(project, "release", env={"PIPELINE_STATE_DIR": str(tmp_path / "state")})
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    assert "stand-in" in errors[0] and "hub (registry.example.com)" in errors[0]
-    assert "building" not in result.stderr and "pushing" not in result.stderr
+    for command in (["release"], ["build", "--push-by-digest"]):  # the fan-out push publishes too
+        result = run_pipeline(project, *command, env={"PIPELINE_STATE_DIR": str(tmp_path / "state")})
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, result.stderr
+        assert "stand-in" in errors[0] and "hub (registry.example.com)" in errors[0]
+        assert "building" not in result.stderr and "pushing" not in result.stderr
 
 
 @pytest.mark.engine
