@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 LOCAL_REGISTRY_NAME = "local"
 REGISTRY_PROGRAM = "docker-registry"
 REGISTRY_IMAGE = "registry:2"
+
+
+def _registry_program() -> str | None:
+    # PIPELINE_REGISTRY_PROGRAM="" runs the image even where the program is installed.
+    program = os.environ.get("PIPELINE_REGISTRY_PROGRAM", REGISTRY_PROGRAM)
+    return program if program and shutil.which(program) else None
+
+
+def _registry_image() -> str:
+    return os.environ.get("PIPELINE_REGISTRY_IMAGE") or REGISTRY_IMAGE
+
+
 _READY_TIMEOUT = 20.0
 _CONTAINER_PORT = 5000
 
@@ -137,20 +149,21 @@ class RegistryServer:
             htpasswd.write_text(f"{self.credentials.username}:{hashed}\n")
             htpasswd.chmod(0o600)
             config["auth"] = {"htpasswd": {"realm": "pipeline-registry", "path": str(htpasswd)}}
-        if shutil.which(REGISTRY_PROGRAM):
-            self._start_program(config)
+        program = _registry_program()
+        if program is not None:
+            self._start_program(program, config)
         else:
             self._start_container(config)
         self._wait_ready()
         return self
 
-    def _start_program(self, config: dict[str, object]) -> None:
+    def _start_program(self, program: str, config: dict[str, object]) -> None:
         config_file = self.directory / "config.yml"
         # JSON is YAML: no need for a YAML writer here.
         config_file.write_text(json.dumps(config))
         log_file = (self.directory / "registry.log").open("ab")
         process = subprocess.Popen(  # the registry program itself, not a docker command line
-            [REGISTRY_PROGRAM, "serve", str(config_file)],
+            [program, "serve", str(config_file)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -171,7 +184,7 @@ class RegistryServer:
         name = f"pipeline-registry-{self.port}"
         try:
             docker.run(
-                REGISTRY_IMAGE,
+                _registry_image(),
                 ["serve", str(config_file)],
                 name=name,
                 detach=True,
@@ -183,7 +196,7 @@ class RegistryServer:
         except DockerException as error:
             raise RegistryError(
                 f"cannot start a registry: neither the {REGISTRY_PROGRAM!r} program (Debian package "
-                f"docker-registry) nor the {REGISTRY_IMAGE} image is available ({_last_line(error)})"
+                f"docker-registry) nor the {_registry_image()} image is available ({_last_line(error)})"
             ) from None
         self.container = name
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import platform
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from python_on_whales import DockerClient
 
 from pipeline.config import load_config
 from pipeline.distribution import RegistryClient
@@ -173,3 +178,42 @@ def test_out_of_range_port_is_one_line_at_once(state_dir: Path, port: str) -> No
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line == f"error: --port {port}: give a port from 1 to 65535"
+
+
+def _registry_image_from_debian(directory: Path) -> Path:
+    """A rootfs with Debian's docker-registry (the program behind `registry:2`) as `registry serve`."""
+    program = Path(shutil.which("docker-registry") or "/usr/bin/docker-registry")
+    tar = directory / "registry-rootfs.tar"
+    with tarfile.open(tar, "w") as archive:
+        archive.add(program, arcname="bin/registry")
+        for library in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"):
+            archive.add(Path(library).resolve(), arcname=library.lstrip("/"))
+    return tar
+
+
+@pytest.mark.engine
+def test_registry_container_publishes_loopback_instead_of_host_networking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_engine: DockerClient
+) -> None:
+    if shutil.which("docker-registry") is None or platform.machine() != "x86_64":
+        pytest.skip("builds its registry image from Debian's docker-registry on amd64")
+    image = f"pipeline-test/registry:{secrets.token_hex(4)}"
+    # registry:2's entrypoint runs `registry serve CONFIG` for the arguments `serve CONFIG`; so does this one.
+    docker_engine.image.import_(
+        _registry_image_from_debian(tmp_path), tag=image, changes=['ENTRYPOINT ["/bin/registry"]']
+    )
+    monkeypatch.setenv("PIPELINE_REGISTRY_PROGRAM", "")
+    monkeypatch.setenv("PIPELINE_REGISTRY_IMAGE", image)
+    server = RegistryServer(directory=tmp_path / "data", port=free_port())
+    try:
+        server.start()
+        assert server.container is not None and server.pid is None
+        assert registry_answers(server.url)
+        host_config = docker_engine.container.inspect(server.container).host_config
+        assert host_config.network_mode != "host"
+        bindings = (host_config.port_bindings or {})["5000/tcp"] or []
+        assert [(b.host_ip, b.host_port) for b in bindings] == [("127.0.0.1", str(server.port))]
+    finally:
+        server.stop()
+        docker_engine.image.remove(image, force=True)
+    assert not registry_answers(server.url)
