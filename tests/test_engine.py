@@ -394,3 +394,29 @@ def test_configured_builder_that_does_not_exist_is_one_line(tmp_path: Path) -> N
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     assert "[build] builder = 'no-such-builder'" in errors[0] and "docker buildx ls" in errors[0]
+
+
+@pytest.mark.engine
+def test_engine_up_on_a_users_engine_changes_nothing_and_says_what_to_change(
+    user_engine: UserEngine, tmp_path: Path
+) -> None:
+    before = _snapshot(user_engine)
+    env = {**os.environ, "DOCKER_HOST": user_engine.host, "PIPELINE_STATE_DIR": str(tmp_path / "state")}
+    env.pop(OFFLINE_BASE_ENV, None)
+    for args, expected in (
+        (["up"], "classic image store"),
+        (["up", "--offline-base"], "not installed by the pipeline"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "engine", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert _snapshot(user_engine) == before
+    assert _same_engine_process(user_engine)
