@@ -444,13 +444,14 @@ def select_builder(status: EngineStatus, configured: str | None) -> str | None:
     if choice.refusal is not None:
         raise EngineError(choice.refusal)
     if choice.create:
+        # Host networking for BuildKit's container: bases, caches and the embedded registry on 127.0.0.1.
         log.warning(
             "the engine cannot build several platforms itself: creating buildx builder %s", OWN_BUILDER
         )
         docker.buildx.create(
             name=OWN_BUILDER,
             driver="docker-container",
-            driver_options={"image": BUILDKIT_IMAGE},
+            driver_options={"image": BUILDKIT_IMAGE, "network": "host"},
             bootstrap=True,
         )
     return choice.name
