@@ -504,7 +504,7 @@ def busybox_deb(arch: str, cache: Path) -> Path:
         result = subprocess.run(command, cwd=cache, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EngineError(f"cannot download busybox-static for {arch} from Debian: {tail}")
+            raise EngineError(f"`{' '.join(command)}` failed (exit {result.returncode}): {tail}")
     found = sorted(cache.glob(f"busybox-static_*_{arch}.deb"))
     if not found:
         raise EngineError(f"apt-get download busybox-static for {arch} left no .deb in {cache}")
