@@ -229,7 +229,16 @@ def _manual_instructions(problems: list[str]) -> str:
 
 
 def _docker_host(environ: Mapping[str, str] | None = None) -> str:
-    return (os.environ if environ is None else environ).get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    """The engine the docker CLI talks to: DOCKER_HOST, else a non-default context (named, not resolved)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
+    context = environ.get("DOCKER_CONTEXT")
+    if not context:
+        config_dir = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            context = json.loads((config_dir / "config.json").read_text()).get("currentContext")
+    return f"context:{context}" if context and context != "default" else DEFAULT_DOCKER_HOST
 
 
 def engine_is_ours(environ: Mapping[str, str] | None = None) -> bool:

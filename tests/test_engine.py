@@ -420,3 +420,23 @@ def test_engine_up_on_a_users_engine_changes_nothing_and_says_what_to_change(
         assert len(errors) == 1 and expected in errors[0], result.stderr
     assert _snapshot(user_engine) == before
     assert _same_engine_process(user_engine)
+
+
+def test_the_engine_is_ours_only_on_the_default_socket_and_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import engine
+
+    monkeypatch.setattr(engine, "ENGINE_STATE", tmp_path)
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    base = {"DOCKER_CONFIG": str(config_dir)}
+    assert not engine.engine_is_ours(base)  # no record: not ours
+    (tmp_path / engine.INSTALL_MARKER).write_text('{"docker_host": "unix:///var/run/docker.sock"}')
+    assert engine.engine_is_ours(base)
+    assert not engine.engine_is_ours({**base, "DOCKER_HOST": "unix:///home/me/.docker/run/docker.sock"})
+    assert not engine.engine_is_ours({**base, "DOCKER_CONTEXT": "desktop-linux"})
+    (config_dir / "config.json").write_text('{"currentContext": "colima"}')
+    assert not engine.engine_is_ours(base)
+    (config_dir / "config.json").write_text('{"currentContext": "default"}')
+    assert engine.engine_is_ours(base)

@@ -23,7 +23,10 @@ grep -qx 'ID=debian' /etc/os-release 2>/dev/null || die "the automatic install s
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 export DEBIAN_FRONTEND=noninteractive
 [ "${PIPELINE_DOCKER_HOST:-$DEFAULT_DOCKER_HOST}" = "$DEFAULT_DOCKER_HOST" ] \
-  || die "DOCKER_HOST is ${PIPELINE_DOCKER_HOST}: this script only manages the engine it installs on $DEFAULT_DOCKER_HOST"
+  || die "the docker CLI points at ${PIPELINE_DOCKER_HOST}: this script only manages the engine it installs on $DEFAULT_DOCKER_HOST"
+# Every docker command below talks to that engine, whatever context the caller had.
+export DOCKER_HOST="$DEFAULT_DOCKER_HOST"
+unset DOCKER_CONTEXT
 
 # Ours: recorded by an earlier run, or installed before the record existed (our private trixie downloads).
 if [ ! -e "$MARKER" ] && compgen -G "$STATE_DIR/trixie-apt/debs/*.deb" >/dev/null; then
