@@ -665,11 +665,19 @@ def remove_offline_base() -> list[str]:
     directory = ENGINE_STATE / "base-mirror"
     state = directory / "config.yml"
     if registry_answers(BASE_MIRROR_URL):
+        # Ours only: the program serving our config file, or our container (where the program is missing).
+        server = RegistryServer(directory=directory, port=BASE_MIRROR_PORT)
         pids = _registry_pids(state)
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 15)
-        done.append(f"stopped the stand-in mirror on {BASE_MIRROR_URL}" if pids else "")
+            RegistryServer(directory=directory, port=BASE_MIRROR_PORT, pid=pid).stop()
+        if not pids and docker.container.exists(f"pipeline-registry-{BASE_MIRROR_PORT}"):
+            server.container = f"pipeline-registry-{BASE_MIRROR_PORT}"
+            server.stop()
+        done.append(
+            f"stopped the stand-in mirror on {BASE_MIRROR_URL}"
+            if not registry_answers(BASE_MIRROR_URL)
+            else f"left the registry on {BASE_MIRROR_URL} running: it is not the pipeline's"
+        )
     for image in docker.image.list(filters={"label": STAND_IN_LABEL}):
         for tag in image.repo_tags:
             if docker_hub_repository(tag) in STAND_IN_REPOSITORIES:
@@ -681,7 +689,7 @@ def remove_offline_base() -> list[str]:
     daemon_json = Path(os.environ.get("PIPELINE_DAEMON_JSON", "/etc/docker/daemon.json"))
     if engine_is_ours() and drop_mirror(daemon_json, f"http://{BASE_MIRROR_URL}"):
         done.append(f"removed the mirror from {daemon_json} (applies at the engine's next start)")
-    return [line for line in done if line]
+    return done
 
 
 def _registry_pids(config_file: Path) -> list[int]:
