@@ -1,0 +1,96 @@
+"""What a COPY/ADD takes from the build context: a manifest, a helper a manifest needs, or the sources.
+
+A copy of the sources (everything, a source folder, a glob of source files) invalidates the cache of every
+later step on any code change; a manifest (or a helper beside it, such as a Go `replace` folder or a Yarn
+`.yarn/` folder) changes only when dependencies do. Folders are told from files by the context when there is
+one, by the name otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.dockerfile import Instruction
+from pipeline.lint.model import BuildModel
+
+MANIFEST_FILES = re.compile(
+    r"^(requirements[\w.-]*\.(txt|in)|constraints\.txt|pyproject\.toml|poetry\.lock|uv\.lock|Pipfile(\.lock)?|"
+    r"setup\.(py|cfg)|package(-lock)?\.json|npm-shrinkwrap\.json|yarn\.lock|pnpm-(lock|workspace)\.yaml|"
+    r"\.npmrc|\.yarnrc(\.yml)?|\.pnpmfile\.cjs|go\.(mod|sum|work)|Gemfile(\.lock)?|[\w.-]+\.gemspec|"
+    r"Cargo\.(toml|lock)|recipe\.json|pom\.xml|build\.gradle(\.kts)?|settings\.gradle(\.kts)?|"
+    r"gradle\.properties|composer\.(json|lock)|[\w.-]+\.(csproj|fsproj|sln)|nuget\.config|mix\.(exs|lock)|"
+    r"package\*\.json|requirements\*\.txt|Gemfile\*|\.python-version|\.nvmrc|\.tool-versions)$",
+    re.IGNORECASE,
+)
+# Folders a dependency install reads besides the manifest.
+HELPER_DIRS = frozenset(
+    {".yarn", "patches", ".cargo", ".mvn", "gradle", "prisma", "vendor", ".husky", "requirements", "wheels"}
+)
+_SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|cjs|ts|tsx|jsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css|vue|svelte)$")
+_HAS_EXTENSION = re.compile(r"[^/]\.[A-Za-z0-9]{1,8}$")
+
+
+def context_sources(instruction: Instruction) -> list[str]:
+    """Context paths a COPY/ADD reads; empty for `--from`, heredocs, URLs and malformed lines."""
+    if instruction.keyword not in ("COPY", "ADD") or instruction.flag("from") is not None or instruction.heredocs:
+        return []
+    words = instruction.words()
+    return [w for w in words[:-1] if not re.match(r"^(https?|git|ssh)://|^git@", w)] if len(words) >= 2 else []
+
+
+def copies_everything(instruction: Instruction) -> bool:
+    """`COPY . .`, `ADD . /app`, `COPY ./ ./`, `COPY * /x/`: the whole context."""
+    return any(s.removeprefix("./").rstrip("/") in ("", ".", "*") for s in context_sources(instruction))
+
+
+def is_manifest(source: str) -> bool:
+    return bool(MANIFEST_FILES.match(source.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def _is_folder(model: BuildModel, source: str) -> bool:
+    if model.context is not None:
+        path = model.context.root / source.removeprefix("./").rstrip("/")
+        if path.exists():
+            return path.is_dir()
+    return source.endswith("/") or not _HAS_EXTENSION.search(source.rstrip("/"))
+
+
+def _holds_manifest(model: BuildModel, folder: str) -> bool:
+    if model.context is None:
+        return False
+    path = model.context.root / folder.removeprefix("./").rstrip("/")
+    try:
+        return path.is_dir() and any(is_manifest(child.name) for child in path.iterdir())
+    except OSError:
+        return False
+
+
+def is_source_copy(model: BuildModel, instruction: Instruction, after_manifest: bool, go: bool) -> bool:
+    """Whether this COPY/ADD brings in source code (so that a later install re-runs on code changes).
+
+    `after_manifest`: a manifest was copied earlier in the stage and no install ran since; a folder copied then
+    is a helper of that install when it holds a manifest of its own (a local package, a Go `replace` folder),
+    which for Go is the only reason to copy a folder before `go mod download`.
+    """
+    sources = context_sources(instruction)
+    if not sources:
+        return False
+    names_manifest = any(is_manifest(s) for s in sources)
+    for source in sources:
+        cleaned = source.removeprefix("./").rstrip("/")
+        if cleaned in ("", ".", "*") or _SOURCE_GLOB.match(cleaned.rsplit("/", 1)[-1]):
+            return True
+        if is_manifest(cleaned) or not _is_folder(model, source):
+            continue
+        folder = cleaned.rsplit("/", 1)[-1]
+        if folder in HELPER_DIRS or (names_manifest and folder.startswith(".")):
+            continue
+        if after_manifest and (_holds_manifest(model, cleaned) or (go and model.context is None)):
+            continue
+        return True
+    return False
+
+
+def describe(instruction: Instruction) -> str:
+    written = f"{instruction.keyword} {instruction.original}"
+    return f"{written if len(written) <= 60 else written[:57] + '...'} (line {instruction.start_line})"

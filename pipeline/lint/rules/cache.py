@@ -1,0 +1,202 @@
+"""PL1xx layer-cache order: steps that re-run on every source change because they come after the sources."""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.dockerfile import Instruction, Stage
+from pipeline.lint.commands import CACHE_DIRS, MANIFESTS, dependency_install, os_install
+from pipeline.lint.copies import context_sources, describe, is_manifest, is_source_copy
+from pipeline.lint.findings import Finding, Rule
+from pipeline.lint.model import BuildModel, assignments
+
+DEPENDENCIES_AFTER_SOURCES = Rule(
+    "PL101",
+    "error",
+    "dependency install after copying the sources",
+    "copy only the dependency manifests, install, then copy the rest",
+)
+OS_PACKAGES_AFTER_SOURCES = Rule(
+    "PL102",
+    "error",
+    "OS package install after copying the sources",
+    "install OS packages before any COPY of the build context",
+)
+SCRIPT_AFTER_SOURCES = Rule(
+    "PL103",
+    "warning",
+    "step needs one file but runs after copying everything",
+    "copy that file first, run the step, then copy the rest",
+)
+PER_BUILD_ARG_EARLY = Rule(
+    "PL104",
+    "info",
+    "per-build ARG declared before the steps it does not feed",
+    "declare version/commit/date ARGs after the expensive RUN steps, just before they are used",
+)
+RULES = (DEPENDENCIES_AFTER_SOURCES, OS_PACKAGES_AFTER_SOURCES, SCRIPT_AFTER_SOURCES, PER_BUILD_ARG_EARLY)
+
+_SCRIPT = re.compile(r"^\.{0,2}/?(?:[\w.-]+/)*[\w.-]+\.(?:sh|py|js|mjs|rb|pl)$")
+_INTERPRETERS = frozenset({"sh", "bash", "python", "python3", "node", "ruby", "perl"})
+_BUILD_METADATA_ARG = re.compile(
+    r"^(?:[A-Z_]*_)?(?:VERSION|GIT_SHA|GIT_COMMIT|COMMIT(?:_SHA)?|REVISION|VCS_REF|BUILD_DATE|CREATED|"
+    r"BUILD_NUMBER|BUILD_ID)$",
+    re.IGNORECASE,
+)
+# Commands that may read a build arg from their environment without naming it.
+_READS_ENVIRONMENT = frozenset({"make", "env", "printenv", "goreleaser", "envsubst"})
+
+
+def check(model: BuildModel) -> list[Finding]:
+    findings: list[Finding] = []
+    for stage in model.built:
+        findings += _cache_order(model, stage)
+        findings += _per_build_args(model, stage)
+    return findings
+
+
+def _installed_by_parents(model: BuildModel, stage: Stage) -> set[str]:
+    """Ecosystems whose dependencies a parent stage already installed from a manifest."""
+    done: set[str] = set()
+    for parent in model.chain(stage)[1:]:
+        go = model.is_go_stage(parent)
+        for instruction in model.runs(parent):
+            for command in model.commands(instruction):
+                found = dependency_install(command, go)
+                if found is not None and found.kind in ("manifest", "implicit"):
+                    done.add(found.ecosystem)
+    return done
+
+
+def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
+    findings: list[Finding] = []
+    go = model.is_go_stage(stage)
+    installed = _installed_by_parents(model, stage)
+    sources: Instruction | None = None
+    manifest_pending = False
+    runs = model.runs(stage)
+    for instruction in stage.instructions:
+        if instruction.keyword in ("COPY", "ADD"):
+            if sources is None and is_source_copy(model, instruction, manifest_pending, go):
+                sources = instruction
+            elif any(is_manifest(s) for s in context_sources(instruction)):
+                manifest_pending = True
+            continue
+        if instruction.keyword != "RUN":
+            continue
+        commands = model.commands(instruction)
+        if sources is not None and any(os_install(c) for c in commands):
+            findings.append(
+                OS_PACKAGES_AFTER_SOURCES.at(
+                    model.path,
+                    instruction.start_line,
+                    f"OS packages are installed after {describe(sources)}, so every source change reinstalls "
+                    "them; move this RUN above that COPY",
+                    instruction.end_line,
+                )
+            )
+        reported: set[str] = set()
+        installs = [found for c in commands if (found := dependency_install(c, go)) is not None]
+        for found in installs:
+            if found.kind == "tool":
+                continue
+            if sources is None:
+                if found.kind in ("manifest", "implicit"):
+                    installed.add(found.ecosystem)
+                    manifest_pending = False
+                continue
+            if found.ecosystem in installed or found.ecosystem in reported:
+                continue
+            if found.kind == "implicit" and model.has_mount(
+                instruction, ("cache",), CACHE_DIRS.get(found.ecosystem, ())
+            ):
+                continue
+            reported.add(found.ecosystem)
+            findings.append(_dependencies_after(model, instruction, sources, found.ecosystem, found.kind))
+        installed |= reported
+        if sources is not None and not installs and instruction is not runs[-1]:
+            script = _script_used(model, instruction)
+            if script is not None:
+                findings.append(
+                    SCRIPT_AFTER_SOURCES.at(
+                        model.path,
+                        instruction.start_line,
+                        f"this step uses {script} but runs after {describe(sources)}, so it re-runs on every "
+                        "source change; COPY that file first, run the step, then copy the rest",
+                        instruction.end_line,
+                    )
+                )
+    return findings
+
+
+def _dependencies_after(
+    model: BuildModel, instruction: Instruction, sources: Instruction, ecosystem: str, kind: str
+) -> Finding:
+    line = instruction.start_line
+    if kind == "packages":
+        return DEPENDENCIES_AFTER_SOURCES.at(
+            model.path,
+            line,
+            f"{ecosystem} installs packages after {describe(sources)}, so any source change re-runs it; move "
+            "this RUN above that COPY",
+            instruction.end_line,
+        )
+    what = "installs" if kind == "manifest" else "downloads as it builds"
+    return DEPENDENCIES_AFTER_SOURCES.at(
+        model.path,
+        line,
+        f"{ecosystem} {what} dependencies after {describe(sources)}, so any source change re-runs it; COPY only "
+        f"the {ecosystem} manifests (e.g. {MANIFESTS.get(ecosystem, 'the lock file')}), install, then COPY "
+        "the rest",
+        instruction.end_line,
+        # Building may fetch nothing (vendored modules): the linter cannot see that, so it is not sure.
+        severity="error" if kind == "manifest" else "warning",
+    )
+
+
+def _script_used(model: BuildModel, instruction: Instruction) -> str | None:
+    for command in model.commands(instruction):
+        candidates = [command.name]
+        if command.name in _INTERPRETERS:
+            candidates += command.positionals()[:1]
+        for word in candidates:
+            if _SCRIPT.match(word) and not word.startswith(("/usr/", "/bin/", "/etc/")):
+                return word
+    return None
+
+
+def _pinned(value: str | None) -> bool:
+    """A default that names a fixed version (`1.10`, `v2.3.0`) rather than a per-build value."""
+    return value is not None and bool(re.search(r"\d", value)) and "$" not in value
+
+
+def _per_build_args(model: BuildModel, stage: Stage) -> list[Finding]:
+    findings: list[Finding] = []
+    for position, instruction in enumerate(stage.instructions):
+        if instruction.keyword != "ARG":
+            continue
+        for name, value in assignments(instruction):
+            if not _BUILD_METADATA_ARG.match(name) or _pinned(value):
+                continue
+            reference = re.compile(rf"\${{?{re.escape(name)}\b")
+            unrelated: list[Instruction] = []
+            for later in stage.instructions[position + 1 :]:
+                text = later.command_text if later.keyword == "RUN" else later.arguments
+                if reference.search(text):
+                    break
+                if later.keyword != "RUN":
+                    continue
+                if any(c.name in _READS_ENVIRONMENT or _SCRIPT.match(c.name) for c in model.commands(later)):
+                    break
+                unrelated.append(later)
+            if unrelated:
+                findings.append(
+                    PER_BUILD_ARG_EARLY.at(
+                        model.path,
+                        instruction.start_line,
+                        f"ARG {name} changes on every release and every RUN after it (first: line "
+                        f"{unrelated[0].start_line}) misses the cache when it does; declare it after those RUN "
+                        "steps, just before the LABEL or step that uses it",
+                    )
+                )
+    return findings
