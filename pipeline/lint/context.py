@@ -111,16 +111,17 @@ class BuildContext:
     root: Path
     ignore_file: Path | None
     patterns: list[IgnorePattern] = field(default_factory=list)
+    large_bytes: int = LARGE_FILE_BYTES
 
     @classmethod
-    def load(cls, dockerfile: Path, root: Path) -> BuildContext:
+    def load(cls, dockerfile: Path, root: Path, large_bytes: int = LARGE_FILE_BYTES) -> BuildContext:
         ignore_file = dockerignore_for(dockerfile, root)
         patterns = (
             parse_dockerignore(ignore_file.read_text(encoding="utf-8", errors="replace"))
             if ignore_file is not None
             else []
         )
-        return cls(root, ignore_file, patterns)
+        return cls(root, ignore_file, patterns, large_bytes)
 
     def sent(self, relative: str) -> bool:
         """Whether the path exists and a COPY of the whole context would send it."""
@@ -173,5 +174,5 @@ class BuildContext:
         except OSError:
             return None
 
-    def large_files(self, limit: int = LARGE_FILE_BYTES) -> list[tuple[str, int]]:
-        return sorted(((n, s) for n, s in self.files if s >= limit), key=lambda item: -item[1])
+    def large_files(self) -> list[tuple[str, int]]:
+        return sorted(((n, s) for n, s in self.files if s >= self.large_bytes), key=lambda item: -item[1])

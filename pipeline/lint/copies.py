@@ -19,7 +19,7 @@ MANIFEST_FILES = re.compile(
     r"\.npmrc|\.yarnrc(\.yml)?|\.pnpmfile\.cjs|go\.(mod|sum|work)|Gemfile(\.lock)?|[\w.-]+\.gemspec|"
     r"Cargo\.(toml|lock)|recipe\.json|pom\.xml|build\.gradle(\.kts)?|settings\.gradle(\.kts)?|"
     r"gradle\.properties|composer\.(json|lock)|[\w.-]+\.(csproj|fsproj|sln)|nuget\.config|mix\.(exs|lock)|"
-    r"package\*\.json|requirements\*\.txt|Gemfile\*|\.python-version|\.nvmrc|\.tool-versions)$",
+    r"package\*\.json|requirements\*\.txt|Gemfile\*|\.python-version|\.nvmrc|\.tool-versions|gradlew|mvnw)$",
     re.IGNORECASE,
 )
 # Folders a dependency install reads besides the manifest.
@@ -28,6 +28,10 @@ HELPER_DIRS = frozenset(
 )
 _SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|cjs|ts|tsx|jsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css|vue|svelte)$")
 _HAS_EXTENSION = re.compile(r"[^/]\.[A-Za-z0-9]{1,8}$")
+# Files that are named without an extension by convention.
+_BARE_FILES = frozenset(
+    {"Makefile", "Dockerfile", "Procfile", "LICENSE", "VERSION", "Justfile", "Rakefile", "Caddyfile", "Jenkinsfile"}
+)
 
 
 def context_sources(instruction: Instruction) -> list[str]:
@@ -52,7 +56,8 @@ def _is_folder(model: BuildModel, source: str) -> bool:
         path = model.context.root / source.removeprefix("./").rstrip("/")
         if path.exists():
             return path.is_dir()
-    return source.endswith("/") or not _HAS_EXTENSION.search(source.rstrip("/"))
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    return source.endswith("/") or not (_HAS_EXTENSION.search(name) or name in _BARE_FILES)
 
 
 def _holds_manifest(model: BuildModel, folder: str) -> bool:

@@ -9,12 +9,13 @@ from pathlib import Path
 from pipeline.config import DEFAULT_PLATFORMS, LintConfig
 from pipeline.dockerfile import Dockerfile, parse_file
 from pipeline.errors import LintError
-from pipeline.lint.context import BuildContext
+from pipeline.lint.context import LARGE_FILE_BYTES, BuildContext
 from pipeline.lint.disables import apply_disables, config_findings
 from pipeline.lint.findings import HADOLINT_MISSING, SEVERITY_RANK, Finding
 from pipeline.lint.hadolint import hadolint_binary, merge_hadolint, run_hadolint
 from pipeline.lint.model import BuildModel, LintOptions
 from pipeline.lint.rules import check_model
+from pipeline.lint.rules import context as context_rules
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,10 @@ def check_dockerfile(dockerfile: Dockerfile, options: LintOptions = LintOptions(
     return check_model(BuildModel(dockerfile, options))
 
 
-def check_context(dockerfile: Dockerfile, context: Path) -> list[Finding]:
+def check_context(dockerfile: Dockerfile, context: Path, large_bytes: int = LARGE_FILE_BYTES) -> list[Finding]:
     """PL4xx: what `docker build CONTEXT` would send that it should not."""
-    from pipeline.lint.rules import context as context_rules
-
-    model = BuildModel(dockerfile, LintOptions(), BuildContext.load(Path(dockerfile.path), context))
+    built = BuildContext.load(Path(dockerfile.path), context, large_bytes)
+    model = BuildModel(dockerfile, LintOptions(), built)
     return context_rules.check(model)
 
 

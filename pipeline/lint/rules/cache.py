@@ -182,7 +182,8 @@ def _per_build_args(model: BuildModel, stage: Stage) -> list[Finding]:
             unrelated: list[Instruction] = []
             for later in stage.instructions[position + 1 :]:
                 text = later.command_text if later.keyword == "RUN" else later.arguments
-                if reference.search(text):
+                # A RUN that uses it needs it declared; an ENV derived from it busts the same steps itself.
+                if later.keyword in ("RUN", "ENV") and reference.search(text):
                     break
                 if later.keyword != "RUN":
                     continue

@@ -94,7 +94,6 @@ def _hygiene(model: BuildModel, stage: Stage, instruction: Instruction) -> list[
         )
     if (
         _apt(commands, "update")
-        and _apt(commands, "install", "upgrade", "dist-upgrade", "full-upgrade", "build-dep")
         and not _removes(commands, "/var/lib/apt/lists")
         and not model.has_mount(instruction, _CACHE_MOUNTS, ("/var/lib/apt",))
     ):
