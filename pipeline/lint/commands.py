@@ -64,7 +64,8 @@ _YARN_VALUED = (
 _NPM_VALUED = ("--prefix", "--cache", "--registry", "--omit", "--include", "-w", "--workspace")
 _PIP_VALUED = ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url", "-f",
                "--find-links", "--target", "-t", "--prefix", "--root", "--trusted-host", "--platform",
-               "--python-version", "--only-binary", "--no-binary", "--cache-dir", "--progress-bar")
+               "--python-version", "--only-binary", "--no-binary", "--cache-dir", "--progress-bar", "-w",
+               "--wheel-dir")
 _GO_BUILDS = frozenset({"build", "install", "test", "run", "vet", "generate", "get", "list"})
 _MAVEN_BUILDS = frozenset({"package", "install", "verify", "compile", "deploy", "test", "spring-boot:repackage"})
 _GRADLE_BUILDS = frozenset(
@@ -86,7 +87,8 @@ def normalize(command: Command) -> Command:
 
 
 def _pip(command: Command) -> Install | None:
-    if command.subcommand(_PIP_VALUED) != "install":
+    # `pip wheel` downloads and builds every dependency just as `pip install` does.
+    if command.subcommand(_PIP_VALUED) not in ("install", "wheel"):
         return None
     targets = command.positionals(_PIP_VALUED)[1:]
     if command.option("-r", "--requirement") or any(t in (".", "./") or t.startswith(("./", "/")) for t in targets):

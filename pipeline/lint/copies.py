@@ -9,6 +9,7 @@ one, by the name otherwise.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pipeline.dockerfile import Instruction
 from pipeline.lint.model import BuildModel
@@ -23,8 +24,9 @@ MANIFEST_FILES = re.compile(
     re.IGNORECASE,
 )
 # Folders a dependency install reads besides the manifest.
+# Folders a dependency install reads besides the manifest, and build artifacts (not sources) to install.
 HELPER_DIRS = frozenset(
-    {".yarn", "patches", ".cargo", ".mvn", "gradle", "prisma", "vendor", ".husky", "requirements", "wheels"}
+    {".yarn", "patches", ".cargo", ".mvn", "gradle", "prisma", "vendor", ".husky", "requirements", "wheels", "dist"}
 )
 _SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|cjs|ts|tsx|jsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css|vue|svelte)$")
 _HAS_EXTENSION = re.compile(r"[^/]\.[A-Za-z0-9]{1,8}$")
@@ -70,30 +72,49 @@ def _holds_manifest(model: BuildModel, folder: str) -> bool:
         return False
 
 
-def is_source_copy(model: BuildModel, instruction: Instruction, after_manifest: bool, go: bool) -> bool:
-    """Whether this COPY/ADD brings in source code (so that a later install re-runs on code changes).
+CopyKind = Literal["sources", "maybe-helper"]
 
-    `after_manifest`: a manifest was copied earlier in the stage and no install ran since; a folder copied then
-    is a helper of that install when it holds a manifest of its own (a local package, a Go `replace` folder),
-    which for Go is the only reason to copy a folder before `go mod download`.
+
+def manifest_ecosystems(instruction: Instruction) -> set[str]:
+    """Which ecosystems' manifests a COPY brings in (`go`, `cargo`, `js`, or `other`)."""
+    found: set[str] = set()
+    for source in context_sources(instruction):
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        if not is_manifest(name):
+            continue
+        found.add(
+            "go" if name.startswith("go.") else "cargo" if name.startswith("Cargo.") else
+            "js" if name.startswith("package") else "other"
+        )
+    return found
+
+
+def classify_copy(model: BuildModel, instruction: Instruction, manifests: set[str]) -> CopyKind | None:
+    """`sources` when this COPY/ADD brings in source code (so a later install re-runs on code changes);
+    `maybe-helper` for a folder copied after a Go/Cargo manifest (a `replace` folder, a workspace member) or a
+    JS workspace's `packages/`, which is a helper if the next RUN installs from the manifest; None otherwise.
+
+    `manifests`: the ecosystems whose manifest was copied earlier in the stage with no install since.
     """
     sources = context_sources(instruction)
-    if not sources:
-        return False
-    names_manifest = any(is_manifest(s) for s in sources)
+    names_manifest = bool(manifest_ecosystems(instruction))
+    result: CopyKind | None = None
     for source in sources:
         cleaned = source.removeprefix("./").rstrip("/")
         if cleaned in ("", ".", "*") or _SOURCE_GLOB.match(cleaned.rsplit("/", 1)[-1]):
-            return True
+            return "sources"
         if is_manifest(cleaned) or not _is_folder(model, source):
             continue
         folder = cleaned.rsplit("/", 1)[-1]
         if folder in HELPER_DIRS or (names_manifest and folder.startswith(".")):
             continue
-        if after_manifest and (_holds_manifest(model, cleaned) or (go and model.context is None)):
+        if manifests and _holds_manifest(model, cleaned):
             continue
-        return True
-    return False
+        if model.context is None and (manifests & {"go", "cargo"} or ("js" in manifests and folder == "packages")):
+            result = "maybe-helper"
+            continue
+        return "sources"
+    return result
 
 
 def describe(instruction: Instruction) -> str:

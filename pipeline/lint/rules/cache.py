@@ -6,7 +6,7 @@ import re
 
 from pipeline.dockerfile import Instruction, Stage
 from pipeline.lint.commands import CACHE_DIRS, MANIFESTS, dependency_install, os_install
-from pipeline.lint.copies import context_sources, describe, is_manifest, is_source_copy
+from pipeline.lint.copies import classify_copy, context_sources, describe, manifest_ecosystems
 from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel, assignments
 
@@ -73,18 +73,31 @@ def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
     go = model.is_go_stage(stage)
     installed = _installed_by_parents(model, stage)
     sources: Instruction | None = None
-    manifest_pending = False
+    candidate: Instruction | None = None  # a folder copied after a manifest: a helper if the next RUN installs
+    manifests: set[str] = set()
+    vendored = False
     runs = model.runs(stage)
     for instruction in stage.instructions:
         if instruction.keyword in ("COPY", "ADD"):
-            if sources is None and is_source_copy(model, instruction, manifest_pending, go):
+            kind = classify_copy(model, instruction, manifests) if sources is None else None
+            if kind == "sources":
                 sources = instruction
-            elif any(is_manifest(s) for s in context_sources(instruction)):
-                manifest_pending = True
+            elif kind == "maybe-helper" and candidate is None:
+                candidate = instruction
+            manifests |= manifest_ecosystems(instruction)
+            vendored = vendored or any(s.rstrip("/").endswith("vendor") for s in context_sources(instruction))
             continue
         if instruction.keyword != "RUN":
             continue
         commands = model.commands(instruction)
+        installs = [found for c in commands if (found := dependency_install(c, go)) is not None]
+        if candidate is not None and installs:
+            # A Go `replace` folder or a Cargo workspace member is needed by the install from the manifest
+            # (for Cargo, also the dummy build that caches dependencies); a build instead needs sources.
+            helper = any(f.kind == "manifest" or (f.ecosystem == "cargo" and f.kind == "implicit") for f in installs)
+            if sources is None and not helper:
+                sources = candidate
+            candidate = None
         if sources is not None and any(os_install(c) for c in commands):
             findings.append(
                 OS_PACKAGES_AFTER_SOURCES.at(
@@ -96,19 +109,19 @@ def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
                 )
             )
         reported: set[str] = set()
-        installs = [found for c in commands if (found := dependency_install(c, go)) is not None]
         for found in installs:
             if found.kind == "tool":
                 continue
             if sources is None:
                 if found.kind in ("manifest", "implicit"):
                     installed.add(found.ecosystem)
-                    manifest_pending = False
+                    manifests = set()
                 continue
             if found.ecosystem in installed or found.ecosystem in reported:
                 continue
-            if found.kind == "implicit" and model.has_mount(
-                instruction, ("cache",), CACHE_DIRS.get(found.ecosystem, ())
+            if found.kind == "implicit" and (
+                model.has_mount(instruction, ("cache",), CACHE_DIRS.get(found.ecosystem, ()))
+                or (found.ecosystem == "go" and vendored)
             ):
                 continue
             reported.add(found.ecosystem)

@@ -23,6 +23,24 @@ RULES = (NO_USER, ROOT_USER)
 
 _DROPPERS = frozenset({"gosu", "su-exec", "setpriv", "runuser", "s6-setuidgid", "setuidgid", "chpst", "suexec"})
 _SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "pwsh", "powershell", "cmd", "fish"})
+# The servers of those images, as their CMD names them.
+_SELF_DROPPING_SERVERS = frozenset(
+    {
+        "nginx",
+        "php-fpm",
+        "httpd-foreground",
+        "apache2-foreground",
+        "httpd",
+        "postgres",
+        "redis-server",
+        "mysqld",
+        "mariadbd",
+        "mongod",
+        "rabbitmq-server",
+        "memcached",
+        "docker-php-entrypoint",
+    }
+)
 # Programs whose job is root's: entering the host's namespaces, running a Docker engine.
 _NEEDS_ROOT = frozenset({"nsenter", "dockerd", "dockerd-entrypoint.sh", "chroot", "modprobe", "iptables"})
 # Official images whose own entrypoint or server drops root after binding ports or fixing volume owners.
@@ -41,7 +59,7 @@ def check(model: BuildModel) -> list[Finding]:
         if users:
             last = users[-1]
             user = (split_words(last.arguments) or [""])[0].split(":", 1)[0]
-            if user not in ("root", "0") or _root_is_intended(model, shipped):
+            if user not in ("root", "0") or _root_is_intended(model, shipped, has_user=True):
                 return []
             return [
                 ROOT_USER.at(
@@ -80,7 +98,7 @@ def _words(instruction: Instruction | None) -> list[str]:
     return split_words(instruction.arguments)
 
 
-def _root_is_intended(model: BuildModel, shipped: list[Stage]) -> bool:
+def _root_is_intended(model: BuildModel, shipped: list[Stage], has_user: bool = False) -> bool:
     entrypoint = _words(_last(shipped, "ENTRYPOINT"))
     cmd = _words(_last(shipped, "CMD"))
     program = entrypoint or cmd
@@ -90,8 +108,12 @@ def _root_is_intended(model: BuildModel, shipped: list[Stage]) -> bool:
         return not _last(shipped, "EXPOSE") or bool(_SELF_DROPPING_BASES.match(base))
     if not entrypoint and program[0].rsplit("/", 1)[-1] in _SHELLS and len(program) == 1:
         return True  # CMD ["/bin/sh"]: a toolbox image, run interactively
-    if _SELF_DROPPING_BASES.match(model.resolve_base(shipped[-1]).lower()) and not entrypoint:
+    if _SELF_DROPPING_BASES.match(model.resolve_base(shipped[-1]).lower()) and (
+        not entrypoint and program[0].rsplit("/", 1)[-1] in _SELF_DROPPING_SERVERS
+    ):
         return True
+    if model.context is not None and any(model.context.sent(name) for name in ("action.yml", "action.yaml")):
+        return True  # a GitHub Docker action: GitHub runs it as root and documents that USER must not be set
     inline = _inline_commands(program)
     if any(c.name in _DROPPERS or c.name in _NEEDS_ROOT for c in inline) or any(
         w.rsplit("/", 1)[-1] in _NEEDS_ROOT for w in program
@@ -102,8 +124,24 @@ def _root_is_intended(model: BuildModel, shipped: list[Stage]) -> bool:
     script = _entrypoint_script(model, shipped, program)
     if script is not None:
         return any(_drops(c) for c in commands(script))
-    # The script is not readable here: a privilege-dropping tool installed in the image says it is used.
-    return _installs_dropper(model, shipped)
+    # The script is not readable here: a privilege-dropping tool installed in the image, or a user created
+    # but never switched to with USER, says that the entrypoint script switches to it.
+    created = not has_user and _is_script(program[0]) and _creates_user(model, shipped)
+    return _installs_dropper(model, shipped) or created
+
+
+def _is_script(executable: str) -> bool:
+    name = executable.rsplit("/", 1)[-1]
+    return name.endswith(".sh") or "entrypoint" in name or name in _SHELLS
+
+
+def _creates_user(model: BuildModel, shipped: list[Stage]) -> bool:
+    return any(
+        c.name in ("adduser", "useradd")
+        for stage in shipped
+        for instruction in model.runs(stage)
+        for c in model.commands(instruction)
+    )
 
 
 def _inline_commands(program: list[str]) -> list[Command]:
