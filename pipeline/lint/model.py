@@ -201,8 +201,12 @@ class BuildModel:
         )
 
     def is_go_stage(self, stage: Stage) -> bool:
+        """A Go toolchain is there: a golang base image, or GOROOT/GOPATH set up by the Dockerfile."""
         root = self.chain(stage)[-1]
-        return bool(_GO_BASE.search(self.resolve_base(root).lower()))
+        if _GO_BASE.search(self.resolve_base(root).lower()):
+            return True
+        variables = self.stage_variables(stage)
+        return "GOROOT" in variables or "GOPATH" in variables
 
     # ----------------------------------------------------------------------------------------------------
     # Commands

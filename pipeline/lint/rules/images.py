@@ -34,6 +34,7 @@ CODENAMES = frozenset(
         "oracular",
     }
 )
+_OWN_BASE = re.compile(r"(^|[-_/])base$")
 _LOCAL_REGISTRY = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?/")
 
 
@@ -77,7 +78,8 @@ def _base_image(model: BuildModel, stage: Stage) -> Finding | None:
     if resolved.lower() == "scratch" or "@sha256:" in resolved:
         return None
     name, tag = split_reference(resolved)
-    if _own_image(model, name):
+    if _own_image(model, name) or ("$" in stage.base and _OWN_BASE.search(name)):
+        # `FROM ${BASE_IMAGE}` defaulting to the project's own base image: its pipeline passes the tag.
         return None
     if tag is None or tag == "latest":
         shown = f"{stage.base} (= {resolved})" if resolved != stage.base else resolved
