@@ -125,6 +125,8 @@ def _simple_commands(tokens: Sequence[str]) -> Iterable[list[str]]:
         if _REDIRECT_OPERATOR.match(token):
             # `> file`, `2>&1`, `< in`: the next word is the redirection's target, not an argument.
             redirect_target = True
+            if current and current[-1].isdigit():
+                current.pop()  # the file descriptor of `2>`
             continue
         if token in _SEPARATORS or _OPERATOR.match(token):
             if current:
