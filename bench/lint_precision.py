@@ -5,8 +5,8 @@ The corpus itself stays out of git (other people's files); this script makes the
     python -m bench.lint_precision run CORPUS_DIR [--contexts DIR] --out findings.tsv
     python -m bench.lint_precision score findings.tsv judgements.tsv
 
-`run` lints every Dockerfile under CORPUS_DIR without hadolint, single- and multi-platform as configured
-by default (two platforms), each file without a build context; a folder under `--contexts` named like the
+`run` lints every Dockerfile under CORPUS_DIR (with `--hadolint`, hadolint runs and is timed too, as in
+`pipeline lint`) for the default two platforms, each file without a build context; a folder under `--contexts` named like the
 file's first path component holds a reconstructed context (file names of the real repository) for the PL4xx
 and entrypoint checks. It writes one finding a line: file, line, code, severity, message; and prints the
 median and worst time per file and any crash.
@@ -39,7 +39,7 @@ def _dockerfiles(corpus: Path) -> list[Path]:
     )
 
 
-def run(corpus: Path, contexts: Path | None, out: Path) -> int:
+def run(corpus: Path, contexts: Path | None, out: Path, hadolint: bool = False) -> int:
     from pipeline.config import LintConfig
     from pipeline.lint import Target, lint_targets
 
@@ -56,12 +56,15 @@ def run(corpus: Path, contexts: Path | None, out: Path) -> int:
         )
         started = time.perf_counter()
         try:
-            report = lint_targets([target], LintConfig(hadolint=False), base=target.dockerfile.parent)
-        except Exception:  # noqa: BLE001 - a crash is a result to count, not to stop at
+            report = lint_targets([target], LintConfig(hadolint=hadolint), base=target.dockerfile.parent)
+        except Exception:
             crashes.append(f"{name}: {traceback.format_exc(limit=3)}")
             continue
         times.append(time.perf_counter() - started)
-        rows += [(name, f.line, f.code, f.severity, f.message) for f in report.findings]
+        # Our own rules only: hadolint's findings are hadolint's precision, not ours.
+        rows += [
+            (name, f.line, f.code, f.severity, f.message) for f in report.findings if f.code.startswith("PL")
+        ]
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerows(rows)
@@ -95,7 +98,9 @@ def score(findings: Path, judgements: Path) -> int:
         counts["findings"] += 1
         counts[verdicts.get(key, "unjudged")] += 1
         counts[f"{severity}:{verdicts.get(key, 'unjudged')}"] += 1
-    print(f"{'rule':7} {'findings':>8} {'right':>6} {'wrong':>6} {'unjudged':>8} {'precision':>9} {'missed':>6}")
+    print(
+        f"{'rule':7} {'findings':>8} {'right':>6} {'wrong':>6} {'unjudged':>8} {'precision':>9} {'missed':>6}"
+    )
     for code in sorted(set(table) | set(misses)):
         counts = table.get(code, Counter())
         judged = counts["right"] + counts["wrong"]
@@ -110,7 +115,9 @@ def score(findings: Path, judgements: Path) -> int:
     error_right = sum(c["error:right"] for c in table.values())
     error_wrong = sum(c["error:wrong"] for c in table.values())
     print(f"overall precision: {right}/{right + wrong} = {right / max(right + wrong, 1):.1%}")
-    print(f"error precision:   {error_right}/{error_right + error_wrong} = {error_right / max(error_right + error_wrong, 1):.1%}")
+    print(
+        f"error precision:   {error_right}/{error_right + error_wrong} = {error_right / max(error_right + error_wrong, 1):.1%}"
+    )
     caught = sum(table.get(code, Counter())["right"] for code in CACHE_ORDER)
     missed = sum(misses[code] for code in CACHE_ORDER)
     print(f"cache-order recall: {caught}/{caught + missed} = {caught / max(caught + missed, 1):.1%}")
@@ -120,18 +127,23 @@ def score(findings: Path, judgements: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.lint_precision", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.lint_precision", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run")
     run_parser.add_argument("corpus", type=Path)
     run_parser.add_argument("--contexts", type=Path, default=None)
     run_parser.add_argument("--out", type=Path, required=True)
+    run_parser.add_argument(
+        "--hadolint", action="store_true", help="run hadolint too (as `pipeline lint` does)"
+    )
     score_parser = commands.add_parser("score")
     score_parser.add_argument("findings", type=Path)
     score_parser.add_argument("judgements", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.corpus, args.contexts, args.out)
+        return run(args.corpus, args.contexts, args.out, args.hadolint)
     return score(args.findings, args.judgements)
 
 

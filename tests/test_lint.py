@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lint import runner as lint_runner
-from pipeline.lint.hadolint import hadolint_binary
 from pipeline.cachemeasure import change_file, choose_source_file, measure, parse_progress
 from pipeline.cli import main
 from pipeline.config import LintConfig
@@ -32,6 +30,8 @@ from pipeline.lint import (
     parse_dockerignore,
     render,
 )
+from pipeline.lint import runner as lint_runner
+from pipeline.lint.hadolint import hadolint_binary
 
 CORPUS = Path(__file__).parent / "lint_corpus"
 REPO = Path(__file__).resolve().parents[1]
@@ -261,7 +261,9 @@ def test_base_image_through_args() -> None:
 
 
 def test_pl310_pl311_user() -> None:
-    assert lines_of('FROM alpine:3.20 AS b\nUSER 1\nFROM alpine:3.20\nRUN true\nCMD ["serve"]\n', "PL310") == [3]
+    assert lines_of(
+        'FROM alpine:3.20 AS b\nUSER 1\nFROM alpine:3.20\nRUN true\nCMD ["serve"]\n', "PL310"
+    ) == [3]
     assert "PL310" not in codes("FROM alpine:3.20\nUSER 10001:10001\n")
     assert "PL310" not in codes('FROM alpine:3.20 AS base\nUSER 10001\nFROM base\nRUN true\nCMD ["serve"]\n')
     assert "PL310" not in codes("FROM gcr.io/distroless/static:nonroot\nCOPY a /a\n") - {"PL302"}

@@ -48,10 +48,10 @@ SERVICE = 'FROM alpine:3.20\nRUN apk add --no-cache {tool}\nCOPY entry.sh /entry
 @pytest.mark.parametrize(
     "script",
     [
-        "#!/bin/sh\nchown -R app /data\nexec su-exec app \"$@\"\n",
-        "#!/bin/sh\nset -e\nexec gosu 10001:10001 \"$@\"\n",
-        "#!/bin/sh\nexec setpriv --reuid=10001 --regid=10001 --init-groups \"$@\"\n",
-        "#!/bin/sh\nexec chroot --userspec=10001:10001 / \"$@\"\n",
+        '#!/bin/sh\nchown -R app /data\nexec su-exec app "$@"\n',
+        '#!/bin/sh\nset -e\nexec gosu 10001:10001 "$@"\n',
+        '#!/bin/sh\nexec setpriv --reuid=10001 --regid=10001 --init-groups "$@"\n',
+        '#!/bin/sh\nexec chroot --userspec=10001:10001 / "$@"\n',
     ],
 )
 def test_entrypoint_that_drops_privileges_satisfies_user(tmp_path: Path, script: str) -> None:
@@ -61,7 +61,7 @@ def test_entrypoint_that_drops_privileges_satisfies_user(tmp_path: Path, script:
 
 def test_entrypoint_that_keeps_root_is_reported(tmp_path: Path) -> None:
     text = SERVICE.format(tool="curl")
-    assert "PL310" in {f.code for f in in_context(tmp_path, text, {"entry.sh": "#!/bin/sh\nexec \"$@\"\n"})}
+    assert "PL310" in {f.code for f in in_context(tmp_path, text, {"entry.sh": '#!/bin/sh\nexec "$@"\n'})}
 
 
 def test_privilege_drop_tool_installed_when_the_script_cannot_be_read() -> None:
@@ -70,7 +70,9 @@ def test_privilege_drop_tool_installed_when_the_script_cannot_be_read() -> None:
 
 
 def test_base_and_builder_images_meant_to_be_extended() -> None:
-    assert "PL310" not in codes("FROM debian:12\nRUN apt-get update && apt-get install -y gcc && rm -rf /var/lib/apt/lists/*\n")
+    assert "PL310" not in codes(
+        "FROM debian:12\nRUN apt-get update && apt-get install -y gcc && rm -rf /var/lib/apt/lists/*\n"
+    )
     assert "PL310" not in codes('FROM alpine:3.20\nRUN apk add --no-cache bash\nCMD ["/bin/sh"]\n')
     assert "PL310" in codes('FROM alpine:3.20\nCOPY app /app\nCMD ["/app"]\n')
 
@@ -82,9 +84,13 @@ def test_windows_images_are_not_asked_for_a_unix_user() -> None:
 
 
 def test_images_that_must_run_as_root() -> None:
-    assert "PL310" not in codes('FROM alpine:3.20\nENTRYPOINT ["nsenter", "--target", "1", "--mount", "--"]\n')
+    assert "PL310" not in codes(
+        'FROM alpine:3.20\nENTRYPOINT ["nsenter", "--target", "1", "--mount", "--"]\n'
+    )
     # nginx and php-fpm start as root and run their workers as an unprivileged user themselves.
-    assert "PL310" not in codes('FROM nginx:1.27\nCOPY site /usr/share/nginx/html\nCMD ["nginx", "-g", "daemon off;"]\n')
+    assert "PL310" not in codes(
+        'FROM nginx:1.27\nCOPY site /usr/share/nginx/html\nCMD ["nginx", "-g", "daemon off;"]\n'
+    )
     assert "PL310" in codes('FROM php:8.3-fpm\nCOPY . /app\nCMD ["php", "artisan", "serve"]\n')
 
 
@@ -129,18 +135,23 @@ def test_context_rules_need_a_copy_of_everything(tmp_path: Path) -> None:
 # PL501/PL502: what really runs under emulation
 # ---------------------------------------------------------------------------------------------------------
 
-SHIP = "FROM alpine:3.20\nCOPY --from=build /out /out\nUSER 1\nCMD [\"/out\"]\n"
+SHIP = 'FROM alpine:3.20\nCOPY --from=build /out /out\nUSER 1\nCMD ["/out"]\n'
 
 
 def test_compile_in_the_shipped_stage_is_not_pl501() -> None:
     # The toolchain built for the target is the product; $BUILDPLATFORM would ship the wrong architecture.
-    text = 'FROM alpine:3.20\nRUN apk add --no-cache gcc make && make -C /usr/src/tool install\nCMD ["tool"]\n'
+    text = (
+        'FROM alpine:3.20\nRUN apk add --no-cache gcc make && make -C /usr/src/tool install\nCMD ["tool"]\n'
+    )
     assert "PL501" not in codes(text)
     assert "PL501" not in codes('FROM golang:1.22\nCOPY . .\nRUN go build -o /app .\nCMD ["/app"]\n')
 
 
 def test_pip_wheel_for_the_target_is_not_pl501() -> None:
-    text = "FROM python:3.12 AS build\nCOPY requirements.txt .\nRUN pip wheel -w /out -r requirements.txt\n" + SHIP
+    text = (
+        "FROM python:3.12 AS build\nCOPY requirements.txt .\nRUN pip wheel -w /out -r requirements.txt\n"
+        + SHIP
+    )
     assert "PL501" not in codes(text)
 
 
@@ -160,19 +171,24 @@ def test_build_platform_is_inherited_from_the_parent_stage() -> None:
 
 
 def test_one_platform_or_native_fan_out_emulates_nothing(tmp_path: Path) -> None:
-    text = "FROM golang:1.22 AS build\nCOPY go.mod go.sum ./\nRUN go mod download\nCOPY . .\nRUN go build -o /out .\n" + SHIP
+    text = (
+        "FROM golang:1.22 AS build\nCOPY go.mod go.sum ./\nRUN go mod download\nCOPY . .\nRUN go build -o /out .\n"
+        + SHIP
+    )
     assert "PL501" in codes(text)
     assert "PL501" not in codes(text, multi_platform=False)
     assert "PL501" not in codes(text, native=True)
     (tmp_path / "Dockerfile").write_text(text)
     targets = [Target(tmp_path / "Dockerfile", None)]
-    assert "PL501" not in {f.code for f in lint_targets(targets, LintConfig(hadolint=False, native_platforms=True)).findings}
+    assert "PL501" not in {
+        f.code for f in lint_targets(targets, LintConfig(hadolint=False, native_platforms=True)).findings
+    }
     single = [Target(tmp_path / "Dockerfile", None, platforms=("linux/amd64",))]
     assert "PL501" not in {f.code for f in lint_targets(single, LintConfig(hadolint=False)).findings}
 
 
 def test_unused_stage_is_not_built() -> None:
-    text = "FROM golang:1.22 AS tools\nRUN go build -o /t ./tools\nFROM alpine:3.20\nUSER 1\nCMD [\"sh\"]\n"
+    text = 'FROM golang:1.22 AS tools\nRUN go build -o /t ./tools\nFROM alpine:3.20\nUSER 1\nCMD ["sh"]\n'
     assert "PL501" not in codes(text)
 
 
@@ -191,11 +207,15 @@ def test_target_arg_used_but_not_declared_is_pl502() -> None:
 
 
 def test_pinned_version_args_are_not_per_build() -> None:
-    assert "PL104" not in codes("FROM debian:12\nARG GOSU_VERSION=1.17\nRUN apt-get update && apt-get install -y curl\nUSER 1\n")
+    assert "PL104" not in codes(
+        "FROM debian:12\nARG GOSU_VERSION=1.17\nRUN apt-get update && apt-get install -y curl\nUSER 1\n"
+    )
 
 
 def test_arg_read_from_the_environment_by_a_later_run() -> None:
-    assert "PL104" not in codes("FROM golang:1.22\nARG VERSION\nRUN make release\nUSER 1\n", multi_platform=False)
+    assert "PL104" not in codes(
+        "FROM golang:1.22\nARG VERSION\nRUN make release\nUSER 1\n", multi_platform=False
+    )
     assert "PL104" not in codes("FROM alpine:3.20\nARG GIT_COMMIT\nRUN ./scripts/stamp.sh\nUSER 1\n")
 
 
@@ -221,9 +241,7 @@ def test_nested_arg_defaults_are_expanded() -> None:
 
 
 def test_automatic_platform_args_in_from() -> None:
-    text = (
-        "FROM alpine:3.20 AS base-amd64\nFROM alpine:3.20 AS base-arm64\nFROM base-${TARGETARCH}\nUSER 1\n"
-    )
+    text = "FROM alpine:3.20 AS base-amd64\nFROM alpine:3.20 AS base-arm64\nFROM base-${TARGETARCH}\nUSER 1\n"
     assert not codes(text) & {"PL301", "PL303"}
     assert not codes("ARG TARGETARCH\nFROM ${TARGETARCH}/alpine:3.20\nUSER 1\n") & {"PL301", "PL303"}
 
@@ -232,7 +250,7 @@ def test_images_built_earlier_in_the_same_pipeline() -> None:
     assert not codes("FROM acme/base:edge\nUSER 1\n", own_images=("acme/base",)) & {"PL301", "PL302"}
     assert not codes("FROM localhost:5000/acme/base:edge\nUSER 1\n") & {"PL301", "PL302"}
     assert "PL302" in codes("FROM acme/base:edge\nUSER 1\n")
-    assert not codes('ARG BASE_IMAGE=acme/app-base\nFROM ${BASE_IMAGE}\nUSER 1\n') & {"PL301", "PL302"}
+    assert not codes("ARG BASE_IMAGE=acme/app-base\nFROM ${BASE_IMAGE}\nUSER 1\n") & {"PL301", "PL302"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -245,7 +263,8 @@ def test_cargo_chef_cooks_dependencies_before_the_sources() -> None:
         "FROM rust:1.80 AS chef\nRUN cargo install cargo-chef\nWORKDIR /app\n"
         "FROM chef AS planner\nCOPY . .\nRUN cargo chef prepare --recipe-path recipe.json\n"
         "FROM chef AS build\nCOPY --from=planner /app/recipe.json recipe.json\n"
-        "RUN cargo chef cook --release --recipe-path recipe.json\nCOPY . .\nRUN cargo build --release\n" + SHIP
+        "RUN cargo chef cook --release --recipe-path recipe.json\nCOPY . .\nRUN cargo build --release\n"
+        + SHIP
     )
     assert "PL101" not in codes(text)
 
@@ -290,9 +309,13 @@ def test_tool_names_as_bare_words_are_not_installs() -> None:
 
 
 def test_text_inside_echo_is_not_a_pip_install() -> None:
-    assert "PL204" not in codes('FROM python:3.12\nRUN echo "pip install -r requirements.txt" > /HOWTO\nUSER 1\n')
+    assert "PL204" not in codes(
+        'FROM python:3.12\nRUN echo "pip install -r requirements.txt" > /HOWTO\nUSER 1\n'
+    )
     assert "PL204" not in codes("FROM python:3.12\nRUN pip install --no-cache flask\nUSER 1\n")
-    assert "PL204" not in codes("FROM python:3.12\nRUN pip install --no-index --find-links /wheels /wheels/*\nUSER 1\n")
+    assert "PL204" not in codes(
+        "FROM python:3.12\nRUN pip install --no-index --find-links /wheels /wheels/*\nUSER 1\n"
+    )
 
 
 def test_apk_update_leaves_its_index() -> None:
@@ -328,7 +351,10 @@ def test_go_modules_fetched_by_make() -> None:
 
 @pytest.mark.parametrize(
     ("tool", "install"),
-    [("pip install --no-cache-dir --upgrade pip", "pip install --no-cache-dir -r requirements.txt"), ("npm install -g pnpm", "pnpm install")],
+    [
+        ("pip install --no-cache-dir --upgrade pip", "pip install --no-cache-dir -r requirements.txt"),
+        ("npm install -g pnpm", "pnpm install"),
+    ],
 )
 def test_an_earlier_tool_install_does_not_hide_a_later_one(tool: str, install: str) -> None:
     text = f"FROM node:20.1\nRUN {tool}\nCOPY . .\nRUN {install}\nUSER 1\n"
@@ -350,18 +376,28 @@ def test_download_verified_in_the_next_run() -> None:
 
 
 def test_placeholder_urls_are_not_secrets() -> None:
-    assert "PL331" not in codes("FROM alpine:3.20\nENV DATABASE_URL=postgres://app:password@localhost/app\nUSER 1\n")
+    assert "PL331" not in codes(
+        "FROM alpine:3.20\nENV DATABASE_URL=postgres://app:password@localhost/app\nUSER 1\n"
+    )
     assert "PL331" not in codes("FROM alpine:3.20\nRUN curl https://user:secret@example.com/x\nUSER 1\n")
     assert "PL331" in codes("FROM alpine:3.20\nRUN curl https://deploy:Xk29fq81@files.acme.dev/x\nUSER 1\n")
 
 
 def test_public_keys_and_settings_only_npmrc(tmp_path: Path) -> None:
     text = "FROM node:20.1\nCOPY .npmrc signing.pem ./\nUSER 1\n"
-    files = {".npmrc": "registry=https://registry.npmjs.org/\nfund=false\n", "signing.pem": "-----BEGIN PUBLIC KEY-----\nabc\n"}
+    files = {
+        ".npmrc": "registry=https://registry.npmjs.org/\nfund=false\n",
+        "signing.pem": "-----BEGIN PUBLIC KEY-----\nabc\n",
+    }
     assert "PL332" not in {f.code for f in in_context(tmp_path, text, files)}
     (tmp_path / "secret").mkdir()
-    secret = {".npmrc": "//registry.npmjs.org/:_authToken=abc\n", "signing.pem": "-----BEGIN PUBLIC KEY-----\n"}
-    reported = [(f.code, f.severity) for f in in_context(tmp_path / "secret", text, secret) if f.code == "PL332"]
+    secret = {
+        ".npmrc": "//registry.npmjs.org/:_authToken=abc\n",
+        "signing.pem": "-----BEGIN PUBLIC KEY-----\n",
+    }
+    reported = [
+        (f.code, f.severity) for f in in_context(tmp_path / "secret", text, secret) if f.code == "PL332"
+    ]
     assert reported == [("PL332", "warning")]
     # Without the context the linter cannot tell: it says so at info level.
     assert [f.severity for f in found(text) if f.code == "PL332"] == ["info", "info"]
@@ -382,4 +418,6 @@ def test_hadolint_ignore_silences_the_twin(tmp_path: Path) -> None:
     )
     assert lint_targets([Target(dockerfile, None)], LintConfig(hadolint=False)).findings == []
     dockerfile.write_text("# hadolint ignore=DL3008\nFROM alpine\nUSER 1\n")
-    assert [f.code for f in lint_targets([Target(dockerfile, None)], LintConfig(hadolint=False)).findings] == ["PL301"]
+    assert [
+        f.code for f in lint_targets([Target(dockerfile, None)], LintConfig(hadolint=False)).findings
+    ] == ["PL301"]

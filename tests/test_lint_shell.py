@@ -107,7 +107,10 @@ def test_make_fetches_go_modules_only_in_a_go_stage() -> None:
 
 
 def test_os_installs() -> None:
-    assert [os_install(c) for c in commands("apk --no-cache add git && apt-get -y install curl && dnf install -y x")] == [
+    assert [
+        os_install(c)
+        for c in commands("apk --no-cache add git && apt-get -y install curl && dnf install -y x")
+    ] == [
         True,
         True,
         True,
@@ -116,7 +119,9 @@ def test_os_installs() -> None:
 
 
 def test_compile_steps() -> None:
-    steps = [compile_step(c) for c in commands("apk add gcc && adduser -D make && go build -o /a . && pip wheel .")]
+    steps = [
+        compile_step(c) for c in commands("apk add gcc && adduser -D make && go build -o /a . && pip wheel .")
+    ]
     assert steps == [None, None, ("go build", True, True), ("pip wheel", False, True)]
     assert compile_step(commands("yarn build")[0]) == ("yarn run build", True, False)
     assert compile_step(commands("go run build.go build")[0]) is None

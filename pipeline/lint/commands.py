@@ -62,12 +62,34 @@ _YARN_VALUED = (
     "--link-folder",
 )
 _NPM_VALUED = ("--prefix", "--cache", "--registry", "--omit", "--include", "-w", "--workspace")
-_PIP_VALUED = ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url", "-f",
-               "--find-links", "--target", "-t", "--prefix", "--root", "--trusted-host", "--platform",
-               "--python-version", "--only-binary", "--no-binary", "--cache-dir", "--progress-bar", "-w",
-               "--wheel-dir")
+_PIP_VALUED = (
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "--target",
+    "-t",
+    "--prefix",
+    "--root",
+    "--trusted-host",
+    "--platform",
+    "--python-version",
+    "--only-binary",
+    "--no-binary",
+    "--cache-dir",
+    "--progress-bar",
+    "-w",
+    "--wheel-dir",
+)
 _GO_BUILDS = frozenset({"build", "install", "test", "run", "vet", "generate", "get", "list"})
-_MAVEN_BUILDS = frozenset({"package", "install", "verify", "compile", "deploy", "test", "spring-boot:repackage"})
+_MAVEN_BUILDS = frozenset(
+    {"package", "install", "verify", "compile", "deploy", "test", "spring-boot:repackage"}
+)
 _GRADLE_BUILDS = frozenset(
     {"build", "assemble", "bootJar", "installDist", "jar", "shadowJar", "distTar", "test", "bootWar", "war"}
 )
@@ -91,11 +113,17 @@ def _pip(command: Command) -> Install | None:
     if command.subcommand(_PIP_VALUED) not in ("install", "wheel"):
         return None
     targets = command.positionals(_PIP_VALUED)[1:]
-    if command.option("-r", "--requirement") or any(t in (".", "./") or t.startswith(("./", "/")) for t in targets):
+    if command.option("-r", "--requirement") or any(
+        t in (".", "./") or t.startswith(("./", "/")) for t in targets
+    ):
         return Install("pip", "manifest")
     if command.option("-e", "--editable"):
         return Install("pip", "manifest")
-    if set(t.split("=")[0].split("<")[0].split(">")[0].lower() for t in targets) <= {"pip", "setuptools", "wheel"}:
+    if set(t.split("=")[0].split("<")[0].split(">")[0].lower() for t in targets) <= {
+        "pip",
+        "setuptools",
+        "wheel",
+    }:
         return Install("pip", "tool")
     return Install("pip", "packages")
 
@@ -214,13 +242,6 @@ def os_install(command: Command) -> bool:
     return False
 
 
-# Compilers whose output can be built for another platform from the build machine (cross-compiling Go, Rust,
-# or building portable output: JS bundles, jars, .NET IL, a static site).
-_CROSS_FRIENDLY = frozenset({"go", "cargo", "mvn", "gradle", "dotnet", "hugo", "tsc", "webpack", "vite", "zig"})
-# Compilers whose output is tied to the architecture they run for.
-_NATIVE = frozenset({"go", "cargo", "rustc", "gcc", "g++", "cc", "c++", "clang", "clang++", "zig"})
-
-
 def compile_step(command: Command, go_stage: bool = False) -> tuple[str, bool, bool] | None:
     """(what, cross_friendly, native_output) when the command compiles; None otherwise."""
     command = normalize(command)
@@ -230,7 +251,11 @@ def compile_step(command: Command, go_stage: bool = False) -> tuple[str, bool, b
         return (f"go {sub}", True, True)
     if name == "make" and go_stage:
         return ("make (go build)", True, True)
-    if name == "cargo" and sub in ("build", "install") and not (sub == "install" and not command.option("--path")):
+    if (
+        name == "cargo"
+        and sub in ("build", "install")
+        and not (sub == "install" and not command.option("--path"))
+    ):
         return (f"cargo {sub}", True, True)
     if name in ("rustc", "gcc", "g++", "cc", "c++", "clang", "clang++"):
         return (name, False, True)
@@ -241,18 +266,15 @@ def compile_step(command: Command, go_stage: bool = False) -> tuple[str, bool, b
         return (name, True, False) if found is not None and found.kind == "implicit" else None
     if name == "dotnet" and sub in ("build", "publish"):
         return (f"dotnet {sub}", True, False)
-    if name in ("npm", "yarn", "pnpm") and (sub == "build" or (sub == "run" and "build" in command.args[1:2])):
+    if name in ("npm", "yarn", "pnpm") and (
+        sub == "build" or (sub == "run" and "build" in command.args[1:2])
+    ):
         return (f"{name} run build", True, False)
     if name in ("tsc", "webpack", "hugo") or (name == "vite" and sub == "build"):
         return (name, True, False)
     if name == "pip" and sub == "wheel":
         return ("pip wheel", False, True)
     return None
-
-
-def is_global_tool_install(command: Command) -> bool:
-    found = dependency_install(command)
-    return found is not None and found.kind == "tool"
 
 
 __all__ = [

@@ -29,7 +29,16 @@ BUILD_OUTPUT_DIRS = (
 )
 # What a repository root holds that an image never needs: a context without any of them, and small, is a
 # dedicated context and needs no .dockerignore.
-CLUTTER = (".git", ".github", ".gitlab-ci.yml", ".env", "docker-compose.yml", "compose.yaml", ".idea", ".vscode")
+CLUTTER = (
+    ".git",
+    ".github",
+    ".gitlab-ci.yml",
+    ".env",
+    "docker-compose.yml",
+    "compose.yaml",
+    ".idea",
+    ".vscode",
+)
 SMALL_CONTEXT_FILES = 25
 
 

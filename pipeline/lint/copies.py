@@ -26,22 +26,52 @@ MANIFEST_FILES = re.compile(
 # Folders a dependency install reads besides the manifest.
 # Folders a dependency install reads besides the manifest, and build artifacts (not sources) to install.
 HELPER_DIRS = frozenset(
-    {".yarn", "patches", ".cargo", ".mvn", "gradle", "prisma", "vendor", ".husky", "requirements", "wheels", "dist"}
+    {
+        ".yarn",
+        "patches",
+        ".cargo",
+        ".mvn",
+        "gradle",
+        "prisma",
+        "vendor",
+        ".husky",
+        "requirements",
+        "wheels",
+        "dist",
+    }
 )
-_SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|cjs|ts|tsx|jsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css|vue|svelte)$")
+_SOURCE_GLOB = re.compile(
+    r"^\*\.(py|go|js|mjs|cjs|ts|tsx|jsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css|vue|svelte)$"
+)
 _HAS_EXTENSION = re.compile(r"[^/]\.[A-Za-z0-9]{1,8}$")
 # Files that are named without an extension by convention.
 _BARE_FILES = frozenset(
-    {"Makefile", "Dockerfile", "Procfile", "LICENSE", "VERSION", "Justfile", "Rakefile", "Caddyfile", "Jenkinsfile"}
+    {
+        "Makefile",
+        "Dockerfile",
+        "Procfile",
+        "LICENSE",
+        "VERSION",
+        "Justfile",
+        "Rakefile",
+        "Caddyfile",
+        "Jenkinsfile",
+    }
 )
 
 
 def context_sources(instruction: Instruction) -> list[str]:
     """Context paths a COPY/ADD reads; empty for `--from`, heredocs, URLs and malformed lines."""
-    if instruction.keyword not in ("COPY", "ADD") or instruction.flag("from") is not None or instruction.heredocs:
+    if (
+        instruction.keyword not in ("COPY", "ADD")
+        or instruction.flag("from") is not None
+        or instruction.heredocs
+    ):
         return []
     words = instruction.words()
-    return [w for w in words[:-1] if not re.match(r"^(https?|git|ssh)://|^git@", w)] if len(words) >= 2 else []
+    return (
+        [w for w in words[:-1] if not re.match(r"^(https?|git|ssh)://|^git@", w)] if len(words) >= 2 else []
+    )
 
 
 def copies_everything(instruction: Instruction) -> bool:
@@ -83,8 +113,13 @@ def manifest_ecosystems(instruction: Instruction) -> set[str]:
         if not is_manifest(name):
             continue
         found.add(
-            "go" if name.startswith("go.") else "cargo" if name.startswith("Cargo.") else
-            "js" if name.startswith("package") else "other"
+            "go"
+            if name.startswith("go.")
+            else "cargo"
+            if name.startswith("Cargo.")
+            else "js"
+            if name.startswith("package")
+            else "other"
         )
     return found
 
@@ -110,7 +145,9 @@ def classify_copy(model: BuildModel, instruction: Instruction, manifests: set[st
             continue
         if manifests and _holds_manifest(model, cleaned):
             continue
-        if model.context is None and (manifests & {"go", "cargo"} or ("js" in manifests and folder == "packages")):
+        if model.context is None and (
+            manifests & {"go", "cargo"} or ("js" in manifests and folder == "packages")
+        ):
             result = "maybe-helper"
             continue
         return "sources"

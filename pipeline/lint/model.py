@@ -30,7 +30,9 @@ AUTOMATIC_ARGS: dict[str, str | None] = {
     "BUILDARCH": "amd64",
     "BUILDVARIANT": "",
 }
-_WINDOWS_BASE = re.compile(r"(^|/)(windows|nanoserver|windowsservercore|servercore)\b|mcr\.microsoft\.com/windows")
+_WINDOWS_BASE = re.compile(
+    r"(^|/)(windows|nanoserver|windowsservercore|servercore)\b|mcr\.microsoft\.com/windows"
+)
 _GO_BASE = re.compile(r"(^|/)(golang|go|tinygo)(:|$)|(^|/)golang[-:]")
 
 
@@ -224,11 +226,10 @@ class BuildModel:
                     found += commands(heredoc.body)
             else:
                 found = commands(instruction.arguments)
-                if instruction.heredocs:
-                    # `RUN python3 <<EOF` feeds the body to a program; `RUN sh <<EOF` to a shell.
-                    if found and found[0].name in ("sh", "bash", "ash", "dash"):
-                        for heredoc in instruction.heredocs:
-                            found += commands(heredoc.body)
+                # `RUN python3 <<EOF` feeds the body to a program; `RUN sh <<EOF` to a shell.
+                if instruction.heredocs and found and found[0].name in ("sh", "bash", "ash", "dash"):
+                    for heredoc in instruction.heredocs:
+                        found += commands(heredoc.body)
             self._commands[key] = found
         return self._commands[key]
 

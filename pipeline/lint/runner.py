@@ -47,12 +47,14 @@ def shown(path: Path, base: Path | None = None) -> str:
         return path.as_posix()
 
 
-def check_dockerfile(dockerfile: Dockerfile, options: LintOptions = LintOptions()) -> list[Finding]:
+def check_dockerfile(dockerfile: Dockerfile, options: LintOptions | None = None) -> list[Finding]:
     """Every finding that needs no build context; pure."""
-    return check_model(BuildModel(dockerfile, options))
+    return check_model(BuildModel(dockerfile, options or LintOptions()))
 
 
-def check_context(dockerfile: Dockerfile, context: Path, large_bytes: int = LARGE_FILE_BYTES) -> list[Finding]:
+def check_context(
+    dockerfile: Dockerfile, context: Path, large_bytes: int = LARGE_FILE_BYTES
+) -> list[Finding]:
     """PL4xx: what `docker build CONTEXT` would send that it should not."""
     built = BuildContext.load(Path(dockerfile.path), context, large_bytes)
     model = BuildModel(dockerfile, LintOptions(), built)
@@ -79,7 +81,9 @@ def lint_targets(
     for target in targets:
         name = shown(target.dockerfile, base)
         if not target.dockerfile.is_file():
-            raise LintError(f"{name}: no such Dockerfile; fix the path or the image's dockerfile in the config")
+            raise LintError(
+                f"{name}: no such Dockerfile; fix the path or the image's dockerfile in the config"
+            )
         files.append(name)
         dockerfile = parse_file(target.dockerfile)
         dockerfile.path = name

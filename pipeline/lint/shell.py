@@ -20,7 +20,9 @@ _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", ";;", "|&", "{", "
 _KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time", "!"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Programs that run the rest of their words as a command (after their own options).
-_WRAPPERS = frozenset({"sudo", "env", "exec", "nohup", "command", "nice", "stdbuf", "timeout", "xargs", "eval"})
+_WRAPPERS = frozenset(
+    {"sudo", "env", "exec", "nohup", "command", "nice", "stdbuf", "timeout", "xargs", "eval"}
+)
 _SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
 _REDIRECT = re.compile(r"^\d*[<>]")
 _REDIRECT_OPERATOR = re.compile(r"^(?:[<>]+&?|&>>?|[<>]+\(?)$")

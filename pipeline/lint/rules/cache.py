@@ -73,7 +73,9 @@ def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
     go = model.is_go_stage(stage)
     installed = _installed_by_parents(model, stage)
     sources: Instruction | None = None
-    candidate: Instruction | None = None  # a folder copied after a manifest: a helper if the next RUN installs
+    candidate: Instruction | None = (
+        None  # a folder copied after a manifest: a helper if the next RUN installs
+    )
     manifests: set[str] = set()
     vendored = False
     runs = model.runs(stage)
@@ -94,7 +96,9 @@ def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
         if candidate is not None and installs:
             # A Go `replace` folder or a Cargo workspace member is needed by the install from the manifest
             # (for Cargo, also the dummy build that caches dependencies); a build instead needs sources.
-            helper = any(f.kind == "manifest" or (f.ecosystem == "cargo" and f.kind == "implicit") for f in installs)
+            helper = any(
+                f.kind == "manifest" or (f.ecosystem == "cargo" and f.kind == "implicit") for f in installs
+            )
             if sources is None and not helper:
                 sources = candidate
             candidate = None

@@ -11,11 +11,18 @@ from pipeline.lint.copies import copies_everything
 from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel
 
-NO_DOCKERIGNORE = Rule("PL401", "warning", "no .dockerignore", "add a .dockerignore beside the build context's root")
+NO_DOCKERIGNORE = Rule(
+    "PL401", "warning", "no .dockerignore", "add a .dockerignore beside the build context's root"
+)
 SENDS_GIT = Rule("PL402", "warning", "the context sends .git", "add .git to .dockerignore")
-LARGE_FILES = Rule("PL403", "warning", "large files in the context", "add them to .dockerignore or move them out")
+LARGE_FILES = Rule(
+    "PL403", "warning", "large files in the context", "add them to .dockerignore or move them out"
+)
 BUILD_OUTPUTS = Rule(
-    "PL404", "warning", "build outputs in the context", "add them (node_modules, .venv, target...) to .dockerignore"
+    "PL404",
+    "warning",
+    "build outputs in the context",
+    "add them (node_modules, .venv, target...) to .dockerignore",
 )
 RULES = (NO_DOCKERIGNORE, SENDS_GIT, LARGE_FILES, BUILD_OUTPUTS)
 

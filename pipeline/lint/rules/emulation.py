@@ -80,7 +80,9 @@ def _wrong_target(model: BuildModel, stage: Stage, go: bool) -> list[Finding]:
     declared: set[str] = set()
     for link in model.chain(stage):
         declared |= model.declared_args(link)
-    setup = "\n".join(i.arguments for link in model.chain(stage) for i in link.instructions if i.keyword == "ENV")
+    setup = "\n".join(
+        i.arguments for link in model.chain(stage) for i in link.instructions if i.keyword == "ENV"
+    )
     for instruction in model.runs(stage):
         native = [what for what, _, arch_bound in _compiles(model, instruction, go) if arch_bound]
         if not native:

@@ -8,7 +8,9 @@ from pipeline.dockerfile import Stage
 from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel
 
-NOT_PINNED = Rule("PL301", "error", "base image not pinned", "pin a version tag (and optionally a @sha256 digest)")
+NOT_PINNED = Rule(
+    "PL301", "error", "base image not pinned", "pin a version tag (and optionally a @sha256 digest)"
+)
 MOVING_TAG = Rule(
     "PL302", "warning", "base image tag moves", "use a tag that names a version, e.g. 3.20 or 1.22-bookworm"
 )

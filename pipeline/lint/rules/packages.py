@@ -68,7 +68,9 @@ def _apt(commands: Sequence[Command], *subs: str) -> bool:
 
 def _apt_update_alone(model: BuildModel, instruction: Instruction) -> list[Finding]:
     commands = model.commands(instruction)
-    if _apt(commands, "update") and not _apt(commands, "install", "upgrade", "dist-upgrade", "full-upgrade", "build-dep"):
+    if _apt(commands, "update") and not _apt(
+        commands, "install", "upgrade", "dist-upgrade", "full-upgrade", "build-dep"
+    ):
         return [
             APT_UPDATE_ALONE.at(
                 model.path,
@@ -137,7 +139,10 @@ def _apk_keeps_index(model: BuildModel, instruction: Instruction, commands: Sequ
     apk = [c for c in commands if c.name == "apk"]
     writes_index = any(
         c.subcommand(("-X", "--repository", "-t", "--virtual", "-p", "--root")) == "update"
-        or (c.subcommand(("-X", "--repository", "-t", "--virtual")) in ("add", "upgrade") and not c.option("--no-cache"))
+        or (
+            c.subcommand(("-X", "--repository", "-t", "--virtual")) in ("add", "upgrade")
+            and not c.option("--no-cache")
+        )
         for c in apk
     )
     return (
@@ -162,7 +167,9 @@ def _python_cache_left(
             if (variables.get("PIP_NO_CACHE_DIR") or "").lower() in (*_TRUE, "off"):
                 continue
             return "pip"
-        if command.name == "uv" and (command.subcommand() == "sync" or command.args[:2] == ("pip", "install")):
+        if command.name == "uv" and (
+            command.subcommand() == "sync" or command.args[:2] == ("pip", "install")
+        ):
             if command.option("--no-cache", "-n") or (variables.get("UV_NO_CACHE") or "").lower() in _TRUE:
                 continue
             return "uv"

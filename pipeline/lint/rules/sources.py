@@ -20,7 +20,9 @@ RULES = (ADD_LOCAL, ADD_UNVERIFIED, CREDENTIAL_FILE)
 
 _ARCHIVE = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tbz2?|tar\.xz|txz|tar\.zst)$")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
-_PLACEHOLDER_HOST = re.compile(r"^https?://([^/@]*@)?(localhost|127\.0\.0\.1|[\w.-]*example\.(com|org|net))[:/]")
+_PLACEHOLDER_HOST = re.compile(
+    r"^https?://([^/@]*@)?(localhost|127\.0\.0\.1|[\w.-]*example\.(com|org|net))[:/]"
+)
 _VERIFIERS = frozenset({"sha256sum", "sha512sum", "sha1sum", "shasum", "md5sum", "gpg", "cosign", "minisign"})
 # Always private: a copy of one of these puts a credential in a layer.
 _PRIVATE = re.compile(
@@ -63,7 +65,9 @@ def _add(model: BuildModel, stage: Stage, instruction: Instruction) -> list[Find
     if instruction.flag("from") is not None:
         return []
     if instruction.heredocs:
-        return [ADD_LOCAL.at(model.path, instruction.start_line, "ADD of an inline file; use COPY <<EOF instead")]
+        return [
+            ADD_LOCAL.at(model.path, instruction.start_line, "ADD of an inline file; use COPY <<EOF instead")
+        ]
     findings: list[Finding] = []
     words = instruction.words()
     for source in words[:-1]:

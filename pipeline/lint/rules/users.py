@@ -17,11 +17,17 @@ from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel
 from pipeline.lint.shell import Command, commands
 
-NO_USER = Rule("PL310", "warning", "no USER: the container runs as root", "add USER with a numeric non-root uid")
-ROOT_USER = Rule("PL311", "warning", "last USER is root", "switch to a non-root USER after the root-only steps")
+NO_USER = Rule(
+    "PL310", "warning", "no USER: the container runs as root", "add USER with a numeric non-root uid"
+)
+ROOT_USER = Rule(
+    "PL311", "warning", "last USER is root", "switch to a non-root USER after the root-only steps"
+)
 RULES = (NO_USER, ROOT_USER)
 
-_DROPPERS = frozenset({"gosu", "su-exec", "setpriv", "runuser", "s6-setuidgid", "setuidgid", "chpst", "suexec"})
+_DROPPERS = frozenset(
+    {"gosu", "su-exec", "setpriv", "runuser", "s6-setuidgid", "setuidgid", "chpst", "suexec"}
+)
 _SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "pwsh", "powershell", "cmd", "fish"})
 # The servers of those images, as their CMD names them.
 _SELF_DROPPING_SERVERS = frozenset(
@@ -148,7 +154,7 @@ def _inline_commands(program: list[str]) -> list[Command]:
     if program and program[0].rsplit("/", 1)[-1] in _SHELLS and "-c" in program:
         index = program.index("-c")
         return commands(" ".join(program[index + 1 :]))
-    return [Command(program[0].rsplit("/", 1)[-1], tuple(program[1:]))] + commands(" ".join(program[1:2]))
+    return [Command(program[0].rsplit("/", 1)[-1], tuple(program[1:])), *commands(" ".join(program[1:2]))]
 
 
 def _drops(command: Command) -> bool:
@@ -156,9 +162,7 @@ def _drops(command: Command) -> bool:
         return True
     if command.name == "chroot" and command.option("--userspec"):
         return True
-    if command.name in ("su", "sudo") and (command.option("-c", "-u") or command.positionals()):
-        return True
-    return False
+    return command.name in ("su", "sudo") and (command.option("-c", "-u") or bool(command.positionals()))
 
 
 def _entrypoint_script(model: BuildModel, shipped: list[Stage], program: list[str]) -> str | None:
@@ -178,9 +182,12 @@ def _entrypoint_script(model: BuildModel, shipped: list[Stage], program: list[st
                 continue
             destination = words[-1]
             for source in context_sources(instruction):
-                if destination == executable or destination.rstrip("/").endswith("/" + name) or (
-                    destination.endswith("/") and source.rsplit("/", 1)[-1] == name
-                ) or source.rsplit("/", 1)[-1] == name:
+                if (
+                    destination == executable
+                    or destination.rstrip("/").endswith("/" + name)
+                    or (destination.endswith("/") and source.rsplit("/", 1)[-1] == name)
+                    or source.rsplit("/", 1)[-1] == name
+                ):
                     text = model.context.read(source)
                     if text is not None:
                         return text
@@ -204,6 +211,8 @@ def _installs_dropper(model: BuildModel, shipped: list[Stage]) -> bool:
                     arg in ("gosu", "su-exec") or arg.startswith("gosu=") for arg in command.args
                 ):
                     return True
-                if command.name in ("wget", "curl") and any("gosu" in arg or "su-exec" in arg for arg in command.args):
+                if command.name in ("wget", "curl") and any(
+                    "gosu" in arg or "su-exec" in arg for arg in command.args
+                ):
                     return True
     return False
