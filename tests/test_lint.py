@@ -482,12 +482,14 @@ def test_merge_folds_overlaps_and_keeps_the_rest() -> None:
     assert "also hadolint DL3019" in merged[0].message
 
 
-def test_merge_keeps_the_stricter_severity() -> None:
+def test_merge_keeps_our_severity() -> None:
+    # Our severity says how sure our rule is; hadolint's level for the same advice does not change that.
     merged = merge_hadolint(
         [Finding("PL320", "warning", "D", 2, "use COPY")],
         [Finding("DL3020", "error", "D", 2, "x", source="hadolint")],
     )
-    assert [(f.code, f.severity) for f in merged] == [("PL320", "error")]
+    assert [(f.code, f.severity) for f in merged] == [("PL320", "warning")]
+    assert merged[0].message.endswith("(also hadolint DL3020)")
 
 
 def test_hadolint_parse_failure_becomes_info() -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.errors import LintError
-from pipeline.lint.findings import HADOLINT_MISSING, PARSE, SEVERITY_RANK, Finding, Severity
+from pipeline.lint.findings import HADOLINT_MISSING, PARSE, Finding, Severity
 
 # hadolint rules that say the same as one of ours: ours is kept (it says how to fix), theirs is folded in.
 # `# hadolint ignore=DLxxxx` silences our twin too (see `disables`).
@@ -70,7 +70,7 @@ def run_hadolint(path: Path, shown_path: str, binary: str) -> list[Finding]:
 
 
 def merge_hadolint(ours: list[Finding], theirs: list[Finding]) -> list[Finding]:
-    """Drop hadolint findings that one of ours reports on the same line; keep the stricter severity."""
+    """Fold hadolint findings that one of ours reports on the same line into ours (keeping our severity)."""
     merged = list(ours)
     parsed_cleanly = not any(f.code == "PL001" for f in ours)
     for finding in theirs:
@@ -102,8 +102,7 @@ def merge_hadolint(ours: list[Finding], theirs: list[Finding]) -> list[Finding]:
         if match is None:
             merged.append(finding)
             continue
+        # Our severity stands: it is set by how sure our rule is, which hadolint's level does not know.
         mine = merged[match]
-        severity = max(mine.severity, finding.severity, key=lambda s: SEVERITY_RANK[s])
-        note = f" (also hadolint {finding.code})"
-        merged[match] = replace(mine, severity=severity, message=mine.message + note)
+        merged[match] = replace(mine, message=f"{mine.message} (also hadolint {finding.code})")
     return merged
