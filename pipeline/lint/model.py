@@ -15,21 +15,10 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from pipeline.dockerfile import Dockerfile, Instruction, Stage, expand, split_words
+from pipeline.dockerfile import AUTOMATIC_ARGS, Dockerfile, Instruction, Stage, expand, split_words
 from pipeline.lint.context import BuildContext
 from pipeline.lint.shell import Command, commands, exec_commands
 
-# BuildKit defines these for every build; FROM lines may use them without declaring them.
-AUTOMATIC_ARGS: dict[str, str | None] = {
-    "TARGETPLATFORM": "linux/amd64",
-    "TARGETOS": "linux",
-    "TARGETARCH": "amd64",
-    "TARGETVARIANT": "",
-    "BUILDPLATFORM": "linux/amd64",
-    "BUILDOS": "linux",
-    "BUILDARCH": "amd64",
-    "BUILDVARIANT": "",
-}
 _WINDOWS_BASE = re.compile(
     r"(^|/)(windows|nanoserver|windowsservercore|servercore)\b|mcr\.microsoft\.com/windows"
 )
@@ -95,13 +84,7 @@ class BuildModel:
         return values
 
     def resolve_base(self, stage: Stage) -> str:
-        text = stage.base
-        for _ in range(3):  # a default may name another arg
-            expanded = expand(text, self.global_args)
-            if expanded == text:
-                break
-            text = expanded
-        return text
+        return self.dockerfile.resolve_base(stage)
 
     def stage_variables(self, stage: Stage, before: Instruction | None = None) -> dict[str, str | None]:
         """ARG and ENV values visible in a stage (and inherited ENV from its parents), up to `before`."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
-from pipeline.dockerfile import Instruction, Stage
+from pipeline.dockerfile import AUTOMATIC_ARGS, Instruction, Stage
 from pipeline.lint.commands import compile_step
 from pipeline.lint.findings import Finding, Rule
-from pipeline.lint.model import AUTOMATIC_ARGS, BuildModel
+from pipeline.lint.model import BuildModel
 
 EMULATED_COMPILE = Rule(
     "PL501",
