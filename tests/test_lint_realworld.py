@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import LintConfig
 from pipeline.dockerfile import parse
@@ -421,3 +423,33 @@ def test_hadolint_ignore_silences_the_twin(tmp_path: Path) -> None:
     assert [
         f.code for f in lint_targets([Target(dockerfile, None)], LintConfig(hadolint=False)).findings
     ] == ["PL301"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# No crash on odd input (the corpus measure counts crashes; this keeps it at 0 for shapes it did not have)
+# ---------------------------------------------------------------------------------------------------------
+
+_PIECES = [
+    "FROM alpine:3.20 AS a",
+    "FROM --platform=$BUILDPLATFORM a AS b",
+    "FROM ${BASE}",
+    "ARG BASE=alpine:${V}",
+    "COPY . .",
+    "COPY --from=a / /",
+    "ADD https://x.dev/a.tgz /",
+    'RUN sh -c "apk add x && make"',
+    "RUN <<EOF\nnpm ci\nEOF",
+    "RUN --mount=type=cache,target=/root/.npm npm ci",
+    'ENTRYPOINT ["/e.sh"]',
+    "USER root",
+    "ENV A=1 B",
+    "RUN echo 'unbalanced",
+    "RUN yarn --cwd",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=30)), max_size=12))
+def test_never_crashes(lines: list[str]) -> None:
+    for finding in found("\n".join(lines) + "\n"):
+        assert finding.code.startswith("PL")
