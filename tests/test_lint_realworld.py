@@ -96,6 +96,11 @@ def test_images_that_must_run_as_root() -> None:
     assert "PL310" in codes('FROM php:8.3-fpm\nCOPY . /app\nCMD ["php", "artisan", "serve"]\n')
 
 
+def test_image_that_drives_the_host_docker_engine_needs_root() -> None:
+    text = 'FROM alpine:3.20\nRUN apk add --no-cache docker-cli\nCOPY app /app\nENTRYPOINT ["/app"]\n'
+    assert "PL310" not in codes(text)
+
+
 def test_root_required_by_a_privilege_dropping_entrypoint_is_not_pl311() -> None:
     text = 'FROM debian:12\nRUN apt-get update && apt-get install -y gosu && rm -rf /var/lib/apt/lists/*\nUSER root\nCOPY entry.sh /entry.sh\nENTRYPOINT ["/entry.sh"]\n'
     assert "PL311" not in codes(text)
@@ -343,6 +348,11 @@ def test_yarn_with_an_option_that_takes_a_value() -> None:
 @pytest.mark.parametrize("folder", ["frontend", "src-ui", "webapp"])
 def test_source_folders_of_any_name(folder: str) -> None:
     text = f"FROM node:20.1\nCOPY package.json yarn.lock ./\nCOPY {folder} ./{folder}\nRUN yarn install\nUSER 1\n"
+    assert "PL101" in codes(text)
+
+
+def test_gradle_task_names_in_any_case() -> None:
+    text = "FROM gradle:8.7-jdk17 AS build\nCOPY . .\nRUN ./gradlew bootjar --no-daemon\n" + SHIP
     assert "PL101" in codes(text)
 
 

@@ -91,7 +91,7 @@ _MAVEN_BUILDS = frozenset(
     {"package", "install", "verify", "compile", "deploy", "test", "spring-boot:repackage"}
 )
 _GRADLE_BUILDS = frozenset(
-    {"build", "assemble", "bootJar", "installDist", "jar", "shadowJar", "distTar", "test", "bootWar", "war"}
+    {"build", "assemble", "bootjar", "installdist", "jar", "shadowjar", "disttar", "test", "bootwar", "war"}
 )
 
 
@@ -180,6 +180,9 @@ def _cargo(command: Command) -> Install | None:
 
 def _jvm(command: Command) -> Install | None:
     goals = set(command.positionals(("-f", "--file", "-s", "-P", "-pl", "-p")))
+    if command.name == "gradle":
+        # Gradle matches task names regardless of case (`bootjar` runs bootJar).
+        goals = {goal.lower() for goal in goals}
     if command.name == "mvn":
         if any(goal.startswith(("dependency:go-offline", "dependency:resolve")) for goal in goals):
             return Install("maven", "manifest")

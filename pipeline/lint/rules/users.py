@@ -49,6 +49,7 @@ _SELF_DROPPING_SERVERS = frozenset(
 )
 # Programs whose job is root's: entering the host's namespaces, running a Docker engine.
 _NEEDS_ROOT = frozenset({"nsenter", "dockerd", "dockerd-entrypoint.sh", "chroot", "modprobe", "iptables"})
+_DOCKER_CLIENTS = frozenset({"docker", "docker-cli", "docker-ce-cli", "docker.io", "docker-cli-compose"})
 # Official images whose own entrypoint or server drops root after binding ports or fixing volume owners.
 _SELF_DROPPING_BASES = re.compile(
     r"^(?:docker\.io/)?(?:library/)?(nginx|httpd|php|postgres|redis|mysql|mariadb|mongo|rabbitmq|memcached|"
@@ -125,7 +126,7 @@ def _root_is_intended(model: BuildModel, shipped: list[Stage], has_user: bool = 
         w.rsplit("/", 1)[-1] in _NEEDS_ROOT for w in program
     ):
         return True
-    if any(c.name == "chroot" and c.option("--userspec") for c in inline):
+    if any(c.name == "chroot" and c.option("--userspec") for c in inline) or _drives_docker(model, shipped):
         return True
     script = _entrypoint_script(model, shipped, program)
     if script is not None:
@@ -195,6 +196,17 @@ def _entrypoint_script(model: BuildModel, shipped: list[Stage], program: list[st
                     if folder is not None:
                         return folder
     return model.context.read(name)
+
+
+def _drives_docker(model: BuildModel, shipped: list[Stage]) -> bool:
+    """The image installs a Docker client to drive the host's engine through its socket, which needs root."""
+    return any(
+        command.name in ("apk", "apt-get", "apt", "yum", "dnf")
+        and any(arg in _DOCKER_CLIENTS for arg in command.args)
+        for stage in shipped
+        for instruction in model.runs(stage)
+        for command in model.commands(instruction)
+    )
 
 
 def _installs_dropper(model: BuildModel, shipped: list[Stage]) -> bool:
