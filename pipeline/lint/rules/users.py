@@ -49,6 +49,7 @@ _SELF_DROPPING_SERVERS = frozenset(
 )
 # Programs whose job is root's: entering the host's namespaces, running a Docker engine.
 _NEEDS_ROOT = frozenset({"nsenter", "dockerd", "dockerd-entrypoint.sh", "chroot", "modprobe", "iptables"})
+_PACKAGE_MANAGERS = frozenset({"apk", "apt-get", "apt", "yum", "dnf", "microdnf", "zypper"})
 _DOCKER_CLIENTS = frozenset({"docker", "docker-cli", "docker-ce-cli", "docker.io", "docker-cli-compose"})
 # Official images whose own entrypoint or server drops root after binding ports or fixing volume owners.
 _SELF_DROPPING_BASES = re.compile(
@@ -105,28 +106,52 @@ def _words(instruction: Instruction | None) -> list[str]:
     return split_words(instruction.arguments)
 
 
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _root_is_intended(model: BuildModel, shipped: list[Stage], has_user: bool = False) -> bool:
     entrypoint = _words(_last(shipped, "ENTRYPOINT"))
-    cmd = _words(_last(shipped, "CMD"))
-    program = entrypoint or cmd
+    program = entrypoint or _words(_last(shipped, "CMD"))
+    return (
+        _meant_to_be_extended(model, shipped, program, bool(entrypoint))
+        or _runs_as_github_action(model)
+        or _needs_root(model, shipped, program)
+        or _drops_root(model, shipped, program, has_user)
+    )
+
+
+def _meant_to_be_extended(
+    model: BuildModel, shipped: list[Stage], program: list[str], entrypoint: bool
+) -> bool:
+    """A base or toolbox image, or one whose base image's own server gives up root."""
+    base = model.resolve_base(shipped[-1]).lower()
     if not program:
-        # No ENTRYPOINT/CMD of its own: a base or builder image meant to be extended, or its base's own.
-        base = model.resolve_base(shipped[-1]).lower()
+        # No ENTRYPOINT/CMD of its own: meant to be extended, unless it exposes a service of its base's.
         return not _last(shipped, "EXPOSE") or bool(_SELF_DROPPING_BASES.match(base))
-    if not entrypoint and program[0].rsplit("/", 1)[-1] in _SHELLS and len(program) == 1:
+    if entrypoint:
+        return False
+    if _basename(program[0]) in _SHELLS and len(program) == 1:
         return True  # CMD ["/bin/sh"]: a toolbox image, run interactively
-    if _SELF_DROPPING_BASES.match(model.resolve_base(shipped[-1]).lower()) and (
-        not entrypoint and program[0].rsplit("/", 1)[-1] in _SELF_DROPPING_SERVERS
-    ):
-        return True
-    if model.context is not None and any(model.context.sent(name) for name in ("action.yml", "action.yaml")):
-        return True  # a GitHub Docker action: GitHub runs it as root and documents that USER must not be set
+    return bool(_SELF_DROPPING_BASES.match(base)) and _basename(program[0]) in _SELF_DROPPING_SERVERS
+
+
+def _runs_as_github_action(model: BuildModel) -> bool:
+    # GitHub runs Docker actions as root and documents that their Dockerfile must not set USER.
+    return model.context is not None and any(model.context.sent(n) for n in ("action.yml", "action.yaml"))
+
+
+def _needs_root(model: BuildModel, shipped: list[Stage], program: list[str]) -> bool:
     inline = _inline_commands(program)
-    if any(c.name in _DROPPERS or c.name in _NEEDS_ROOT for c in inline) or any(
-        w.rsplit("/", 1)[-1] in _NEEDS_ROOT for w in program
-    ):
-        return True
-    if any(c.name == "chroot" and c.option("--userspec") for c in inline) or _drives_docker(model, shipped):
+    return (
+        any(c.name in _NEEDS_ROOT for c in inline)
+        or any(_basename(word) in _NEEDS_ROOT for word in program)
+        or _drives_docker(model, shipped)
+    )
+
+
+def _drops_root(model: BuildModel, shipped: list[Stage], program: list[str], has_user: bool) -> bool:
+    if any(_drops(c) for c in _inline_commands(program)):
         return True
     script = _entrypoint_script(model, shipped, program)
     if script is not None:
@@ -138,7 +163,7 @@ def _root_is_intended(model: BuildModel, shipped: list[Stage], has_user: bool = 
 
 
 def _is_script(executable: str) -> bool:
-    name = executable.rsplit("/", 1)[-1]
+    name = _basename(executable)
     return name.endswith(".sh") or "entrypoint" in name or name in _SHELLS
 
 
@@ -152,10 +177,13 @@ def _creates_user(model: BuildModel, shipped: list[Stage]) -> bool:
 
 
 def _inline_commands(program: list[str]) -> list[Command]:
-    if program and program[0].rsplit("/", 1)[-1] in _SHELLS and "-c" in program:
-        index = program.index("-c")
-        return commands(" ".join(program[index + 1 :]))
-    return [Command(program[0].rsplit("/", 1)[-1], tuple(program[1:])), *commands(" ".join(program[1:2]))]
+    """What an exec-form ENTRYPOINT/CMD runs: `sh -c '...'` read as a script, else the program itself
+    (and a wrapper's first argument, as in `tini -- gosu app server`)."""
+    if not program:
+        return []
+    if _basename(program[0]) in _SHELLS and "-c" in program:
+        return commands(" ".join(program[program.index("-c") + 1 :]))
+    return [Command(_basename(program[0]), tuple(program[1:])), *commands(" ".join(program[1:]))]
 
 
 def _drops(command: Command) -> bool:
@@ -167,42 +195,29 @@ def _drops(command: Command) -> bool:
 
 
 def _entrypoint_script(model: BuildModel, shipped: list[Stage], program: list[str]) -> str | None:
-    """The text of the entrypoint script, found through the COPY that put it in the image."""
-    if model.context is None:
+    """The entrypoint script's text, read from the context file that a COPY/ADD put where it runs."""
+    if model.context is None or not program:
         return None
-    executable = program[0]
-    if executable.rsplit("/", 1)[-1] in _SHELLS and len(program) > 1:
-        executable = program[1]
-    name = executable.rsplit("/", 1)[-1]
+    executable = program[1] if _basename(program[0]) in _SHELLS and len(program) > 1 else program[0]
+    name = _basename(executable)
     for stage in shipped:
         for instruction in stage.instructions:
-            if instruction.keyword not in ("COPY", "ADD"):
-                continue
-            words = instruction.words()
-            if len(words) < 2:
-                continue
-            destination = words[-1]
+            words = instruction.words() if instruction.keyword in ("COPY", "ADD") else []
             for source in context_sources(instruction):
-                if (
-                    destination == executable
-                    or destination.rstrip("/").endswith("/" + name)
-                    or (destination.endswith("/") and source.rsplit("/", 1)[-1] == name)
-                    or source.rsplit("/", 1)[-1] == name
-                ):
-                    text = model.context.read(source)
-                    if text is not None:
-                        return text
-                    folder = model.context.read(source.rstrip("/") + "/" + name)
-                    if folder is not None:
-                        return folder
+                lands = words[-1] + _basename(source) if words[-1].endswith("/") else words[-1]
+                if lands != executable and _basename(lands) != name:
+                    continue
+                text = model.context.read(source) or model.context.read(f"{source.rstrip('/')}/{name}")
+                if text is not None:
+                    return text
+    # Scripts copied with their folder (`COPY rootfs/ /`) are often at the context's root under their name.
     return model.context.read(name)
 
 
 def _drives_docker(model: BuildModel, shipped: list[Stage]) -> bool:
     """The image installs a Docker client to drive the host's engine through its socket, which needs root."""
     return any(
-        command.name in ("apk", "apt-get", "apt", "yum", "dnf")
-        and any(arg in _DOCKER_CLIENTS for arg in command.args)
+        command.name in _PACKAGE_MANAGERS and any(arg in _DOCKER_CLIENTS for arg in command.args)
         for stage in shipped
         for instruction in model.runs(stage)
         for command in model.commands(instruction)
@@ -210,21 +225,18 @@ def _drives_docker(model: BuildModel, shipped: list[Stage]) -> bool:
 
 
 def _installs_dropper(model: BuildModel, shipped: list[Stage]) -> bool:
+    """gosu or su-exec put in the image: by a package manager, a download, or a COPY."""
     for stage in shipped:
         for instruction in stage.instructions:
             if instruction.keyword == "COPY" and any(
-                re.search(r"(^|/)(gosu|su-exec)$", w) for w in instruction.words()
+                _basename(w) in ("gosu", "su-exec") for w in instruction.words()
             ):
                 return True
-            if instruction.keyword != "RUN":
-                continue
-            for command in model.commands(instruction):
-                if command.name in ("apk", "apt-get", "apt", "yum", "dnf") and any(
-                    arg in ("gosu", "su-exec") or arg.startswith("gosu=") for arg in command.args
-                ):
-                    return True
-                if command.name in ("wget", "curl") and any(
-                    "gosu" in arg or "su-exec" in arg for arg in command.args
+            for command in model.commands(instruction) if instruction.keyword == "RUN" else []:
+                named = command.args if command.name in _PACKAGE_MANAGERS else ()
+                fetched = command.args if command.name in ("wget", "curl") else ()
+                if any(a.split("=")[0] in ("gosu", "su-exec") for a in named) or any(
+                    "gosu" in a or "su-exec" in a for a in fetched
                 ):
                     return True
     return False
