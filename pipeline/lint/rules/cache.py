@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from pipeline.dockerfile import Instruction, Stage
-from pipeline.lint.commands import CACHE_DIRS, MANIFESTS, dependency_install, os_install
+from pipeline.lint.commands import CACHE_DIRS, MANIFESTS, Install, dependency_install, os_install
 from pipeline.lint.copies import classify_copy, context_sources, describe, manifest_ecosystems
 from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel, assignments
@@ -68,82 +69,110 @@ def _installed_by_parents(model: BuildModel, stage: Stage) -> set[str]:
     return done
 
 
-def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
-    findings: list[Finding] = []
-    go = model.is_go_stage(stage)
-    installed = _installed_by_parents(model, stage)
+@dataclass
+class _StageOrder:
+    """Walks one stage in order, tracking what the cache order depends on."""
+
+    model: BuildModel
+    stage: Stage
+    installed: set[str]
+    """Ecosystems whose dependencies were installed from their manifest before the sources came in."""
     sources: Instruction | None = None
-    candidate: Instruction | None = (
-        None  # a folder copied after a manifest: a helper if the next RUN installs
-    )
-    manifests: set[str] = set()
-    vendored = False
+    """The first COPY/ADD that brought in source code."""
+    candidate: Instruction | None = None
+    """A folder copied after a manifest: a helper if the next install reads it, else the sources."""
+    manifests: set[str] = field(default_factory=set)
+    vendored: bool = False
+    findings: list[Finding] = field(default_factory=list)
+
+    def copy(self, instruction: Instruction) -> None:
+        kind = classify_copy(self.model, instruction, self.manifests) if self.sources is None else None
+        if kind == "sources":
+            self.sources = instruction
+        elif kind == "maybe-helper" and self.candidate is None:
+            self.candidate = instruction
+        self.manifests |= manifest_ecosystems(instruction)
+        self.vendored = self.vendored or any(
+            s.rstrip("/").endswith("vendor") for s in context_sources(instruction)
+        )
+
+    def run(self, instruction: Instruction, last: bool) -> None:
+        go = self.model.is_go_stage(self.stage)
+        commands = self.model.commands(instruction)
+        installs = [found for c in commands if (found := dependency_install(c, go)) is not None]
+        self._settle_candidate(installs)
+        if self.sources is not None and any(os_install(c) for c in commands):
+            self.findings.append(_os_packages_after(self.model, instruction, self.sources))
+        reported: set[str] = set()
+        for found in installs:
+            sources = self.sources
+            if self._is_fault(instruction, found, reported) and sources is not None:
+                reported.add(found.ecosystem)
+                self.findings.append(
+                    _dependencies_after(self.model, instruction, sources, found.ecosystem, found.kind)
+                )
+        self.installed |= reported
+        if self.sources is not None and not installs and not last:
+            script = _script_used(self.model, instruction)
+            if script is not None:
+                self.findings.append(_script_after(self.model, instruction, self.sources, script))
+
+    def _settle_candidate(self, installs: list[Install]) -> None:
+        if self.candidate is None or not installs:
+            return
+        # A Go `replace` folder or a Cargo workspace member is needed by the install from the manifest (for
+        # Cargo, also by the dummy build that caches dependencies); a build instead needs the sources.
+        helper = any(
+            f.kind == "manifest" or (f.ecosystem == "cargo" and f.kind == "implicit") for f in installs
+        )
+        if self.sources is None and not helper:
+            self.sources = self.candidate
+        self.candidate = None
+
+    def _is_fault(self, instruction: Instruction, found: Install, reported: set[str]) -> bool:
+        """Whether this install re-runs on every source change when it need not."""
+        if found.kind == "tool":
+            return False
+        if self.sources is None:
+            if found.kind in ("manifest", "implicit"):
+                self.installed.add(found.ecosystem)
+                self.manifests = set()
+            return False
+        if found.ecosystem in self.installed or found.ecosystem in reported:
+            return False
+        cached = self.model.has_mount(instruction, ("cache",), CACHE_DIRS.get(found.ecosystem, ()))
+        return not (found.kind == "implicit" and (cached or (found.ecosystem == "go" and self.vendored)))
+
+
+def _cache_order(model: BuildModel, stage: Stage) -> list[Finding]:
+    order = _StageOrder(model, stage, _installed_by_parents(model, stage))
     runs = model.runs(stage)
     for instruction in stage.instructions:
         if instruction.keyword in ("COPY", "ADD"):
-            kind = classify_copy(model, instruction, manifests) if sources is None else None
-            if kind == "sources":
-                sources = instruction
-            elif kind == "maybe-helper" and candidate is None:
-                candidate = instruction
-            manifests |= manifest_ecosystems(instruction)
-            vendored = vendored or any(s.rstrip("/").endswith("vendor") for s in context_sources(instruction))
-            continue
-        if instruction.keyword != "RUN":
-            continue
-        commands = model.commands(instruction)
-        installs = [found for c in commands if (found := dependency_install(c, go)) is not None]
-        if candidate is not None and installs:
-            # A Go `replace` folder or a Cargo workspace member is needed by the install from the manifest
-            # (for Cargo, also the dummy build that caches dependencies); a build instead needs sources.
-            helper = any(
-                f.kind == "manifest" or (f.ecosystem == "cargo" and f.kind == "implicit") for f in installs
-            )
-            if sources is None and not helper:
-                sources = candidate
-            candidate = None
-        if sources is not None and any(os_install(c) for c in commands):
-            findings.append(
-                OS_PACKAGES_AFTER_SOURCES.at(
-                    model.path,
-                    instruction.start_line,
-                    f"OS packages are installed after {describe(sources)}, so every source change reinstalls "
-                    "them; move this RUN above that COPY",
-                    instruction.end_line,
-                )
-            )
-        reported: set[str] = set()
-        for found in installs:
-            if found.kind == "tool":
-                continue
-            if sources is None:
-                if found.kind in ("manifest", "implicit"):
-                    installed.add(found.ecosystem)
-                    manifests = set()
-                continue
-            if found.ecosystem in installed or found.ecosystem in reported:
-                continue
-            if found.kind == "implicit" and (
-                model.has_mount(instruction, ("cache",), CACHE_DIRS.get(found.ecosystem, ()))
-                or (found.ecosystem == "go" and vendored)
-            ):
-                continue
-            reported.add(found.ecosystem)
-            findings.append(_dependencies_after(model, instruction, sources, found.ecosystem, found.kind))
-        installed |= reported
-        if sources is not None and not installs and instruction is not runs[-1]:
-            script = _script_used(model, instruction)
-            if script is not None:
-                findings.append(
-                    SCRIPT_AFTER_SOURCES.at(
-                        model.path,
-                        instruction.start_line,
-                        f"this step uses {script} but runs after {describe(sources)}, so it re-runs on every "
-                        "source change; COPY that file first, run the step, then copy the rest",
-                        instruction.end_line,
-                    )
-                )
-    return findings
+            order.copy(instruction)
+        elif instruction.keyword == "RUN":
+            order.run(instruction, last=instruction is runs[-1])
+    return order.findings
+
+
+def _os_packages_after(model: BuildModel, instruction: Instruction, sources: Instruction) -> Finding:
+    return OS_PACKAGES_AFTER_SOURCES.at(
+        model.path,
+        instruction.start_line,
+        f"OS packages are installed after {describe(sources)}, so every source change reinstalls them; move this "
+        "RUN above that COPY",
+        instruction.end_line,
+    )
+
+
+def _script_after(model: BuildModel, instruction: Instruction, sources: Instruction, script: str) -> Finding:
+    return SCRIPT_AFTER_SOURCES.at(
+        model.path,
+        instruction.start_line,
+        f"this step uses {script} but runs after {describe(sources)}, so it re-runs on every source change; COPY "
+        "that file first, run the step, then copy the rest",
+        instruction.end_line,
+    )
 
 
 def _dependencies_after(
