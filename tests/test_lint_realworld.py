@@ -71,6 +71,14 @@ def test_privilege_drop_tool_installed_when_the_script_cannot_be_read() -> None:
     assert "PL310" in codes(SERVICE.format(tool="curl"))
 
 
+def test_user_created_for_an_entrypoint_script_that_cannot_be_read(tmp_path: Path) -> None:
+    text = 'FROM alpine:3.20\nRUN adduser -D app\nCOPY entrypoint.sh /\nENTRYPOINT ["/entrypoint.sh"]\n'
+    # Without the script, a user made but never named in USER says the entrypoint switches to it...
+    assert "PL310" not in codes(text)
+    # ...and with the script at hand, the linter reads what it does.
+    assert "PL310" in {f.code for f in in_context(tmp_path, text, {"entrypoint.sh": "#!/bin/sh\nexec app\n"})}
+
+
 def test_base_and_builder_images_meant_to_be_extended() -> None:
     assert "PL310" not in codes(
         "FROM debian:12\nRUN apt-get update && apt-get install -y gcc && rm -rf /var/lib/apt/lists/*\n"
