@@ -104,6 +104,19 @@ def test_images_that_must_run_as_root() -> None:
     assert "PL310" in codes('FROM php:8.3-fpm\nCOPY . /app\nCMD ["php", "artisan", "serve"]\n')
 
 
+def test_supervisor_running_servers_that_drop_root_themselves() -> None:
+    text = 'FROM php:8.3-fpm-alpine\nRUN apk add --no-cache nginx supervisor\nCOPY . /app\nENTRYPOINT ["/bin/sh", "/app/start.sh"]\n'
+    assert "PL310" not in codes(text)
+    assert "PL310" not in codes('FROM acme/php-nginx:8.1\nCOPY . /app\nCMD ["supervisord"]\n')
+
+
+def test_build_tool_image_runs_on_a_mounted_workspace() -> None:
+    text = (
+        'FROM rust:1.80-alpine\nRUN apk add --no-cache musl-dev\nENTRYPOINT ["cargo", "build", "--locked"]\n'
+    )
+    assert "PL310" not in codes(text)
+
+
 def test_image_that_drives_the_host_docker_engine_needs_root() -> None:
     text = 'FROM alpine:3.20\nRUN apk add --no-cache docker-cli\nCOPY app /app\nENTRYPOINT ["/app"]\n'
     assert "PL310" not in codes(text)
@@ -271,6 +284,17 @@ def test_images_built_earlier_in_the_same_pipeline() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # PL101: helpers beside manifests, cargo-chef, Go replace folders
 # ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest", ["pyproject.toml poetry.lock*", "package*.json", "requirements*.txt"])
+def test_manifest_globs_are_manifests(manifest: str) -> None:
+    install = {
+        "pyproject.toml poetry.lock*": "poetry install",
+        "package*.json": "npm ci",
+        "requirements*.txt": "pip install --no-cache-dir -r requirements.txt",
+    }[manifest]
+    text = f"FROM python:3.12-slim\nCOPY {manifest} ./\nRUN {install}\nCOPY . .\nUSER 1\n"
+    assert "PL101" not in codes(text)
 
 
 def test_cargo_chef_cooks_dependencies_before_the_sources() -> None:

@@ -80,7 +80,9 @@ def copies_everything(instruction: Instruction) -> bool:
 
 
 def is_manifest(source: str) -> bool:
-    return bool(MANIFEST_FILES.match(source.rstrip("/").rsplit("/", 1)[-1]))
+    """A manifest, or a glob for one (`poetry.lock*`, `package*.json`, `requirements*.txt`)."""
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    return bool(MANIFEST_FILES.match(name) or MANIFEST_FILES.match(name.replace("*", "").replace("?", "")))
 
 
 def _is_folder(model: BuildModel, source: str) -> bool:
@@ -89,6 +91,8 @@ def _is_folder(model: BuildModel, source: str) -> bool:
         if path.exists():
             return path.is_dir()
     name = source.rstrip("/").rsplit("/", 1)[-1]
+    if "*" in name or "?" in name:
+        return False  # a glob names files (a glob for sources is caught before this)
     return source.endswith("/") or not (_HAS_EXTENSION.search(name) or name in _BARE_FILES)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from pipeline.dockerfile import Instruction, Stage, split_words
+from pipeline.lint.commands import compile_step
 from pipeline.lint.copies import context_sources
 from pipeline.lint.findings import Finding, Rule
 from pipeline.lint.model import BuildModel
@@ -49,6 +50,9 @@ _SELF_DROPPING_SERVERS = frozenset(
 )
 # Programs whose job is root's: entering the host's namespaces, running a Docker engine.
 _NEEDS_ROOT = frozenset({"nsenter", "dockerd", "dockerd-entrypoint.sh", "chroot", "modprobe", "iptables"})
+_SUPERVISORS = frozenset({"supervisord", "supervisor", "s6-svscan", "s6-overlay", "runsvdir", "runit"})
+# Images built around a supervisor running nginx and php-fpm (webdevops, serversideup, trafex...).
+_SUPERVISED_BASE = re.compile(r"(^|/)(php-nginx|php-apache|php-fpm-nginx)[:@]|^webdevops/")
 _PACKAGE_MANAGERS = frozenset({"apk", "apt-get", "apt", "yum", "dnf", "microdnf", "zypper"})
 _DOCKER_CLIENTS = frozenset({"docker", "docker-cli", "docker-ce-cli", "docker.io", "docker-cli-compose"})
 # Official images whose own entrypoint or server drops root after binding ports or fixing volume owners.
@@ -147,6 +151,22 @@ def _needs_root(model: BuildModel, shipped: list[Stage], program: list[str]) -> 
         any(c.name in _NEEDS_ROOT for c in inline)
         or any(_basename(word) in _NEEDS_ROOT for word in program)
         or _drives_docker(model, shipped)
+        or _runs_a_supervisor(model, shipped, inline)
+        # A build container (`ENTRYPOINT ["cargo", "build"]`) works on a mounted workspace as its owner.
+        or (bool(inline) and compile_step(inline[0]) is not None)
+    )
+
+
+def _runs_a_supervisor(model: BuildModel, shipped: list[Stage], inline: list[Command]) -> bool:
+    """A process supervisor starts the services as the users they are configured with, so it runs as root."""
+    if any(c.name in _SUPERVISORS for c in inline):
+        return True
+    base = model.resolve_base(shipped[-1]).lower()
+    return _SUPERVISED_BASE.search(base) is not None or any(
+        command.name in _PACKAGE_MANAGERS and any(arg in _SUPERVISORS for arg in command.args)
+        for stage in shipped
+        for instruction in model.runs(stage)
+        for command in model.commands(instruction)
     )
 
 
