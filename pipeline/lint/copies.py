@@ -20,10 +20,9 @@ MANIFEST_FILES = re.compile(
     r"\.npmrc|\.yarnrc(\.yml)?|\.pnpmfile\.cjs|go\.(mod|sum|work)|Gemfile(\.lock)?|[\w.-]+\.gemspec|"
     r"Cargo\.(toml|lock)|recipe\.json|pom\.xml|build\.gradle(\.kts)?|settings\.gradle(\.kts)?|"
     r"gradle\.properties|composer\.(json|lock)|[\w.-]+\.(csproj|fsproj|sln)|nuget\.config|mix\.(exs|lock)|"
-    r"package\*\.json|requirements\*\.txt|Gemfile\*|\.python-version|\.nvmrc|\.tool-versions|gradlew|mvnw)$",
+    r"\.python-version|\.nvmrc|\.tool-versions|gradlew|mvnw)$",
     re.IGNORECASE,
 )
-# Folders a dependency install reads besides the manifest.
 # Folders a dependency install reads besides the manifest, and build artifacts (not sources) to install.
 HELPER_DIRS = frozenset(
     {
