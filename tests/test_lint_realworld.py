@@ -279,6 +279,8 @@ def test_images_built_earlier_in_the_same_pipeline() -> None:
     assert not codes("FROM localhost:5000/acme/base:edge\nUSER 1\n") & {"PL301", "PL302"}
     assert "PL302" in codes("FROM acme/base:edge\nUSER 1\n")
     assert not codes("ARG BASE_IMAGE=acme/app-base\nFROM ${BASE_IMAGE}\nUSER 1\n") & {"PL301", "PL302"}
+    # A `base-*` tag of the project's own image, built by its own pipeline before this one.
+    assert not codes("FROM acme/app:base-debian\nUSER 1\n") & {"PL301", "PL302"}
 
 
 # ---------------------------------------------------------------------------------------------------------

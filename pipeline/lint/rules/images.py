@@ -37,6 +37,7 @@ CODENAMES = frozenset(
     }
 )
 _OWN_BASE = re.compile(r"(^|[-_/])base$")
+_OWN_BASE_TAG = re.compile(r"^(base|builder|build-base)([-_.]|$)")
 _LOCAL_REGISTRY = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?/")
 
 
@@ -92,6 +93,8 @@ def _base_image(model: BuildModel, stage: Stage) -> Finding | None:
             f"pin a version tag such as {name}:X.Y (add @sha256:... for reproducible builds)",
         )
     repository = name.rsplit("/", 1)[-1]
+    if _OWN_BASE_TAG.match(tag):
+        return None  # `app:base-debian`: a base the project builds for itself, tagged by its own pipeline
     if not re.search(r"\d", tag) and not re.search(r"\d", repository) and tag.split("-")[0] not in CODENAMES:
         return MOVING_TAG.at(
             model.path,
