@@ -50,6 +50,7 @@ class BuildSpec:
     sbom: bool | None = None
     # `--secret` values (`id=NAME,env=VARIABLE`): secrets reach RUN --mount=type=secret, never a layer.
     secrets: tuple[str, ...] = ()
+    builder: str | None = None  # the buildx builder (engine.ensure_engine picks it); None: the current one
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def spec_for(
     extra_build_args: dict[str, str] | None = None,
     registries: tuple[RegistryConfig, ...] = (),
     writable_cache_registry: bool = False,
+    builder: str | None = None,
 ) -> BuildSpec:
     context = config.context_dir(image)
     dockerfile = config.dockerfile_path(image)
@@ -99,6 +101,7 @@ def spec_for(
         provenance=config.pipeline.build.provenance,
         sbom=config.pipeline.build.sbom,
         secrets=tuple(f"id={key},env={variable}" for key, variable in config.pipeline.build.secrets.items()),
+        builder=builder,
     )
 
 
@@ -211,6 +214,8 @@ def buildx_argv(
 ) -> list[str]:
     """The `docker buildx build` command line for a spec, with plain progress (it goes to a log, not a tty)."""
     argv = [*docker_cmd, "buildx", "build", "--progress", "plain", "--file", str(spec.dockerfile)]
+    if spec.builder:
+        argv += ["--builder", spec.builder]
     argv += ["--platform", ",".join(spec.platforms)]
     for flag, mapping in (("--build-arg", spec.build_args), ("--label", spec.labels)):
         for key, value in mapping.items():

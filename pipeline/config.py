@@ -192,6 +192,11 @@ class LintConfig(_Strict):
     )
     hadolint: bool = True
     fail_on: Literal["error", "warning", "info"] = "error"
+    native_platforms: bool = Field(
+        default=False,
+        description="each platform is built on a runner of its own architecture (native fan-out), so no "
+        "build step runs under emulation",
+    )
 
 
 class LocalRegistryConfig(_Strict):
@@ -200,6 +205,9 @@ class LocalRegistryConfig(_Strict):
 
 class BuildConfig(_Strict):
     cache: Literal["auto", "gha", "registry", "inline", "local", "none"] = "auto"
+    builder: str | None = Field(
+        default=None, description="an existing buildx builder to build with (any driver); default: chosen"
+    )
     provenance: bool | None = None
     sbom: bool | None = None
     # Raw buildx cache specs (`type=gha,scope=app`) that replace what `cache` would choose.

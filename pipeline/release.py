@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.build import BuildSpec, build, spec_for
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.dockerconfig import isolated_docker_config
 from pipeline.engine import (
     REQUIRED_PLATFORMS,
     STAND_IN_DESCRIPTION,
@@ -28,6 +29,7 @@ from pipeline.engine import (
     offline_base_in_use,
     offline_base_notice,
     stand_in_bases,
+    stand_in_refusal,
 )
 from pipeline.errors import PipelineError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
@@ -35,7 +37,6 @@ from pipeline.plan import ImagePlan, Plan, make_plan
 from pipeline.publish import (
     adopt_pushed,
     check_registries,
-    isolated_docker_config,
     login_all,
     promote,
     push_everywhere,
@@ -118,7 +119,10 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
-    status = ensure_engine(platforms=engine_platforms(config, images) or REQUIRED_PLATFORMS)
+    status = ensure_engine(
+        builder=config.pipeline.build.builder,
+        platforms=engine_platforms(config, images) or REQUIRED_PLATFORMS,
+    )
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
         make_plan(
@@ -136,6 +140,8 @@ def release(
     if stand_in:
         log.warning(offline_base_notice())
     try:
+        if stand_in and not no_push:
+            _refuse_stand_in_pushes(config, plan, registries, digests or {})
         with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
                 check_registries(registries, environ)
@@ -153,6 +159,7 @@ def release(
                     no_push,
                     environ,
                     (digests or {}).get(image_plan.name),
+                    status.builder,
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
@@ -186,6 +193,7 @@ def release_spec(
     *,
     stand_in: bool,
     platforms: tuple[str, ...] | None = None,
+    builder: str | None = None,
 ) -> BuildSpec:
     """The one build spec of an image in a release: its labels, annotations and SOURCE_DATE_EPOCH from the
     plan. `pipeline build --platform` (native fan-out) uses it too, so that a platform built on its own
@@ -209,6 +217,7 @@ def release_spec(
         extra_build_args=_build_args(plan),
         registries=registries,
         writable_cache_registry=bool(config.pipeline.registries),
+        builder=builder,
     )
 
 
@@ -220,6 +229,27 @@ def engine_platforms(config: LoadedConfig, images: list[str] | None) -> tuple[st
         if not images or image.name in images or image.name.rsplit("/", 1)[-1] in images
     ]
     return tuple(dict.fromkeys(platform for image in chosen for platform in image.platforms))
+
+
+def _refuse_stand_in_pushes(
+    config: LoadedConfig,
+    plan: Plan,
+    registries: tuple[RegistryConfig, ...],
+    digests: Mapping[str, str],
+) -> None:
+    """Before any push: an image built on the offline stand-in goes to loopback registries only."""
+    hosts = {registry.name: registry.host for registry in registries}
+    for image_plan in plan.images:
+        if image_plan.name in digests:
+            continue  # built and pushed elsewhere (fan-out): its base is not this engine's
+        image = config.image(image_plan.name)
+        if not config.dockerfile_path(image).is_file():
+            continue  # spec_for names the missing Dockerfile
+        refusal = stand_in_refusal(
+            image.name, stand_in_bases(config.dockerfile_path(image), image.build_args), hosts
+        )
+        if refusal is not None:
+            raise PipelineError(refusal)
 
 
 def _only(plan: Plan, images: list[str] | None) -> Plan:
@@ -243,6 +273,7 @@ def _build_push_and_smoke(
     no_push: bool,
     environ: Mapping[str, str],
     existing_digest: str | None,
+    builder: str | None = None,
 ) -> str:
     """Everything before promotion for one image; returns the tested index digest."""
     image = config.image(image_plan.name)
@@ -259,7 +290,7 @@ def _build_push_and_smoke(
             )
         digest = existing_digest
     else:
-        spec = release_spec(config, plan, image_plan, registries, stand_in=stand_in)
+        spec = release_spec(config, plan, image_plan, registries, stand_in=stand_in, builder=builder)
         step = time.monotonic()
         built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
         report.add_timing("build", time.monotonic() - step)

@@ -279,16 +279,33 @@ def make_project(git_repo_factory: GitRepoFactory, base_image: str, registries: 
     return repo
 
 
-def venv_with_toolkit(runner_temp: Path) -> None:
-    """What the skipped install step leaves behind: a venv at the fixed path, with the toolkit importable.
+@pytest.fixture(scope="session")
+def installed_toolkit(runner_toolkit: RunnerToolkit) -> Path:
+    """The venv that the action's own install step makes, run once per test session.
 
-    The install itself (pip from the action's checkout) would need PyPI for the build backend; the package is
-    installed in this interpreter already, and `--system-site-packages` makes it visible in the venv.
+    The install step runs for real (a venv of its own, `pip install` of the action's checkout, dependencies
+    from the package index), so the toolkit is importable in the runner venv only if the action installs it:
+    nothing leaks in from the interpreter running the tests or from the machine's base Python. It runs as
+    the hosted-runner profile's user (`runner_toolkit`), so that the profile's tests share this one install.
     """
-    venv = runner_temp / "image-pipeline-venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True
+    venv = runner_toolkit.bin.parent
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pipeline; print(pipeline.__file__)"],
+        cwd=runner_toolkit.runner_temp,  # not the repository: its own directory on sys.path would hide a failed install
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    assert str(venv) in probe.stdout, f"the toolkit was imported from outside the runner venv: {probe.stdout}"
+    return venv
+
+
+def runner_path(toolkit: Path) -> str:
+    """PATH as a workflow job sees it after `pip install` of the toolkit: its interpreter first, and no trace
+    of the venv running the tests, so a step that needs the toolkit finds it only where the job installed it."""
+    ours = str(Path(sys.prefix) / "bin")
+    kept = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and entry != ours]
+    return os.pathsep.join([str(toolkit / "bin"), *kept])
 
 
 def event_env(repo: GitRepo, tmp_path: Path, *, kind: str) -> dict[str, str]:
@@ -330,10 +347,11 @@ def event_env(repo: GitRepo, tmp_path: Path, *, kind: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def runner_temp(tmp_path: Path) -> Iterator[Path]:
+def runner_temp(tmp_path: Path, installed_toolkit: Path) -> Iterator[Path]:
+    """A job's RUNNER_TEMP after the action's install step: the session's installed venv at its fixed path."""
     temp = tmp_path / "runner-temp"
     temp.mkdir()
-    venv_with_toolkit(temp)
+    (temp / installed_toolkit.name).symlink_to(installed_toolkit, target_is_directory=True)
     yield temp
 
 
