@@ -33,6 +33,7 @@ from pipeline.engine import (
     stand_in_bases,
     stand_in_refusal,
 )
+from pipeline.errors import EngineError
 from pipeline.registry import RegistryServer, free_port, registry_answers
 from tests.fixtures.engine import UserEngine
 from tests.fixtures.registries import TestRegistry
@@ -440,3 +441,32 @@ def test_the_engine_is_ours_only_on_the_default_socket_and_context(
     assert not engine.engine_is_ours(base)
     (config_dir / "config.json").write_text('{"currentContext": "default"}')
     assert engine.engine_is_ours(base)
+
+
+def test_a_native_runner_without_qemu_is_ready_for_its_own_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An `ubuntu-24.04` runner without the QEMU step: buildx lists amd64 variants and 386, no arm64, and the
+    runner may not provision. The native amd64 job must pass the engine check; asking for arm64 must not."""
+    import pipeline.engine as engine
+
+    listed = ["linux/amd64", "linux/amd64/v2", "linux/amd64/v3", "linux/386"]  # `docker buildx ls` there
+    asked: list[tuple[str, ...]] = []
+
+    def runner_engine(
+        required: tuple[str, ...] = engine.REQUIRED_PLATFORMS,
+        *,
+        use_cache: bool = False,
+        builder: str | None = None,
+    ) -> engine.EngineStatus:
+        asked.append(tuple(required))
+        status = engine.EngineStatus("26.1.5", "0.13.1", list(listed), containerd_store=True, driver="docker")
+        missing = [p for p in required if p not in listed]
+        if missing:  # engine_status's own wording, for the refusal below
+            status.problems.append(f"the buildx builder cannot build {', '.join(missing)}")
+        return status
+
+    monkeypatch.setattr(engine, "engine_status", runner_engine)
+    monkeypatch.setattr(engine, "_can_provision", lambda: "provisioning needs root")
+    ready = engine.ensure_engine(offline_base=False, platforms=("linux/amd64",))
+    assert ready.ready and asked == [("linux/amd64",)]
+    with pytest.raises(EngineError, match="linux/arm64"):
+        engine.ensure_engine(offline_base=False)
