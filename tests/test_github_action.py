@@ -504,6 +504,36 @@ def test_action_on_a_pull_request_tags_pr_number(
 
 
 @pytest.mark.engine
+def test_action_with_push_false_builds_and_tests_but_pushes_nothing(
+    tmp_path: Path,
+    runner_temp: Path,
+    git_repo_factory: GitRepoFactory,
+    base_image: str,
+    open_registry: TestRegistry,
+) -> None:
+    """A pull request (from a fork: no secrets): build and smoke-test on the runner, push and tag nothing."""
+    repo = make_project(
+        git_repo_factory,
+        base_image,
+        f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/nopush"\n',
+    )
+    repo.commit("the change under review")
+    run = CompositeRunner(
+        ACTION,
+        workspace=repo.path,
+        runner_temp=runner_temp,
+        event=event_env(repo, tmp_path, kind="pr"),
+        inputs={"push": "false", "platforms": "linux/amd64", "lint": "false"},
+        skip=frozenset({"install"}),
+    ).run()
+    assert run.succeeded, run.log[-4000:]
+    report = json.loads(run.outputs["json"])
+    assert report["mode"] == "local" and report["images"][0]["smoke_passed"] is True
+    assert run.outputs["tags"] == ""
+    assert RegistryClient(open_registry.url).tags(f"nopush/{IMAGE}") == []
+
+
+@pytest.mark.engine
 def test_action_platforms_input_builds_only_those(
     tmp_path: Path,
     runner_temp: Path,
