@@ -29,6 +29,7 @@ COMMANDS = {
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
+    "deploy": "pipeline.deploy",
 }
 
 log = logging.getLogger("pipeline")

@@ -41,3 +41,7 @@ class SmokeError(PipelineError):
 
 class LintError(PipelineError):
     """Lint found errors, or could not run."""
+
+
+class DeployError(PipelineError):
+    """A deploy was refused before anything changed, or a rollout failed and was rolled back."""

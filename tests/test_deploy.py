@@ -1,0 +1,433 @@
+"""Deploy to Docker Swarm: the pure core (spec diff, update flags, compose pinning, report reading, ownership)
+and, on the real engine as a single-node swarm, the `web` example released by digest into a real registry:
+
+- 3 replicas created, then a changed site rolled out start-first while an observer polls the Swarm API every
+  200 ms: never fewer than 3 healthy replicas, and at the end all 3 on the new digest;
+- an image whose HEALTHCHECK fails is rolled back by Swarm: the command fails and every replica runs the
+  previous digest;
+- bad input (digest not in the registry, no HEALTHCHECK, a service that is not ours) is one line and
+  changes nothing.
+
+Traffic: none. Rollouts are judged from task states, the digest in each task's spec and container health.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+
+from pipeline.build import BuildSpec, build
+from pipeline.config import RegistryConfig, load_config
+from pipeline.deploy import (
+    OWNER_LABEL,
+    STACK_LABEL,
+    Replica,
+    Target,
+    converged,
+    create_args,
+    current_state,
+    deploy_one,
+    desired_state,
+    inspect_service,
+    pinned_compose,
+    require_ownership,
+    require_swarm_manager,
+    resolve_targets,
+    service_replicas,
+    spec_diff,
+    swarm_call,
+    released_digest,
+)
+from pipeline.errors import ConfigError, DeployError
+from pipeline.publish import push_everywhere
+
+if TYPE_CHECKING:
+    from tests.fixtures.registries import TestRegistry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEB = REPO_ROOT / "Dockerfiles" / "web"
+NODE_PLATFORM = "linux/arm64" if platform.machine() in ("aarch64", "arm64") else "linux/amd64"
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+
+
+def write_config(directory: Path, registry_url: str, deploy: str) -> Path:
+    path = directory / "pipeline.toml"
+    path.write_text(
+        f'[[images]]\nname = "examples/web"\ncontext = "{WEB}"\n\n'
+        f'[[registries]]\nname = "private"\nurl = "{registry_url}"\n\n{deploy}'
+    )
+    return path
+
+
+def target_for(directory: Path, registry_url: str, deploy: str, digest: str) -> Target:
+    config = load_config(write_config(directory, registry_url, deploy))
+    (target,) = resolve_targets(config, [], {"examples/web": digest}, None)
+    return target
+
+
+SERVICE_ENTRY = """[[deploy]]
+environment = "prod"
+image = "web"
+service = "{service}"
+replicas = 3
+ports = [{{ target = 8080, mode = "host" }}]
+timeout = {timeout}
+[deploy.update]
+order = "start-first"
+parallelism = 1
+monitor = 2
+"""
+
+
+# --- the pure core ------------------------------------------------------------------------------------------
+
+
+def test_desired_state_pins_the_digest_and_the_diff_names_each_change(tmp_path: Path) -> None:
+    target = target_for(
+        tmp_path, "127.0.0.1:5000/acme", SERVICE_ENTRY.format(service="web", timeout=60), DIGEST_B
+    )
+    desired = desired_state(target)
+    assert desired.image == f"127.0.0.1:5000/acme/examples/web@{DIGEST_B}"
+    assert target.repository == "acme/examples/web"
+
+    created = spec_diff(None, desired)
+    assert created[:2] == [f"+ image: {desired.image}", "+ replicas: 3"]
+    assert "+ port: *:8080/tcp host" in created and "+ update.order: start-first" in created
+
+    old = desired.__class__(
+        image=f"127.0.0.1:5000/acme/examples/web@{DIGEST_A}",
+        replicas=2,
+        ports=("8080:8080/tcp ingress",),
+        update=tuple((k, "stop-first" if k == "order" else v) for k, v in desired.update),
+        owner="prod",
+    )
+    assert spec_diff(old, desired) == [
+        f"~ image: 127.0.0.1:5000/acme/examples/web@{DIGEST_A} -> {desired.image}",
+        "~ replicas: 2 -> 3",
+        "- port: 8080:8080/tcp ingress",
+        "+ port: *:8080/tcp host",
+        "~ update.order: stop-first -> start-first",
+    ]
+    assert spec_diff(desired, desired) == []
+
+
+def test_create_flags_roll_back_on_failure_and_never_use_a_tag(tmp_path: Path) -> None:
+    target = target_for(tmp_path, "127.0.0.1:5000", SERVICE_ENTRY.format(service="web", timeout=60), DIGEST_A)
+    args = create_args(target)
+    assert args[-1] == f"127.0.0.1:5000/examples/web@{DIGEST_A}"
+    pairs = dict(itertools.pairwise(args))
+    assert pairs["--update-failure-action"] == "rollback"
+    assert pairs["--update-order"] == "start-first" and pairs["--rollback-order"] == "start-first"
+    assert pairs["--update-monitor"] == "2000ms"
+    assert pairs["--publish"] == "target=8080,protocol=tcp,mode=host"
+    assert pairs["--label"] == f"{OWNER_LABEL}=prod"
+    assert "--with-registry-auth" in args
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad_stack = '[[deploy]]\nenvironment = "prod"\nimage = "web"\nservice = "web"\nstack = "shop"\n'
+    with pytest.raises(ConfigError, match=r"deploy\[0\].*set both stack and compose"):
+        load_config(write_config(tmp_path, "127.0.0.1:5000", bad_stack))
+    unknown_image = '[[deploy]]\nenvironment = "prod"\nimage = "nope"\nservice = "web"\n'
+    config = load_config(write_config(tmp_path, "127.0.0.1:5000", unknown_image))
+    with pytest.raises(ConfigError, match=r"deploy\[0\]\.image: no \[\[images\]\] named 'nope'"):
+        resolve_targets(config, [], {"examples/web": DIGEST_A}, None)
+    with pytest.raises(ConfigError, match="no \\[\\[deploy\\]\\] environment 'staging'"):
+        resolve_targets(config, ["staging"], {}, None)
+
+
+def test_only_a_digest_that_passed_the_gate_comes_from_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "release.json"
+    image = {"name": "examples/web", "index_digest": DIGEST_A, "smoke_passed": True}
+    report.write_text(json.dumps({"status": "published", "images": [image]}))
+    assert released_digest(report, "examples/web") == DIGEST_A
+    report.write_text(json.dumps({"status": "failed", "images": [{**image, "smoke_passed": False}]}))
+    with pytest.raises(DeployError, match="did not pass the release gate"):
+        released_digest(report, "examples/web")
+    with pytest.raises(DeployError, match="no readable release report"):
+        released_digest(tmp_path / "missing.json", "examples/web")
+
+
+def test_compose_service_is_pinned_with_the_update_policy(tmp_path: Path) -> None:
+    (tmp_path / "compose.yml").write_text(
+        "services:\n  web:\n    image: examples/web:latest\n    deploy:\n      resources: {limits: {cpus: '0.5'}}\n"
+        "  cache:\n    image: redis\n"
+    )
+    entry = '[[deploy]]\nenvironment = "prod"\nimage = "web"\nservice = "web"\nstack = "shop"\ncompose = "compose.yml"\nreplicas = 2\n'
+    target = target_for(tmp_path, "127.0.0.1:5000", entry, DIGEST_A)
+    assert target.name == "shop_web"
+    document = pinned_compose(target)
+    web = document["services"]["web"]
+    assert web["image"] == f"127.0.0.1:5000/examples/web@{DIGEST_A}"
+    assert web["deploy"]["replicas"] == 2
+    assert web["deploy"]["resources"] == {"limits": {"cpus": "0.5"}}, "the user's deploy keys stay"
+    assert web["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert web["deploy"]["update_config"]["order"] == "start-first"
+    assert document["services"]["cache"] == {"image": "redis"}
+
+    missing = entry.replace('service = "web"', 'service = "api"')
+    with pytest.raises(ConfigError, match="no service 'api' under services"):
+        pinned_compose(target_for(tmp_path, "127.0.0.1:5000", missing, DIGEST_A))
+
+
+def test_ownership_refuses_services_that_are_not_ours(tmp_path: Path) -> None:
+    target = target_for(tmp_path, "127.0.0.1:5000", SERVICE_ENTRY.format(service="web", timeout=60), DIGEST_A)
+
+    def service(labels: dict[str, str]) -> dict[str, Any]:
+        return {"Spec": {"Labels": labels}}
+
+    require_ownership(target, None)
+    require_ownership(target, service({OWNER_LABEL: "prod"}))
+    for labels, expected in (
+        ({}, "belongs to something else"),
+        ({OWNER_LABEL: "staging"}, "belongs to environment 'staging'"),
+        ({STACK_LABEL: "shop"}, "belongs to stack 'shop'"),
+    ):
+        with pytest.raises(DeployError, match=expected):
+            require_ownership(target, service(labels))
+
+
+def test_converged_needs_every_replica_on_the_digest_and_healthy() -> None:
+    def replica(slot: int, digest: str, health: str = "healthy", state: str = "running") -> Replica:
+        return Replica(slot, f"t{slot}", "n", state, "running", digest, health, "")
+
+    good = [replica(1, DIGEST_B), replica(2, DIGEST_B)]
+    assert converged(good, DIGEST_B, 2, health_gate=True)
+    assert not converged([*good, replica(3, DIGEST_A)], DIGEST_B, 2, health_gate=True)
+    assert not converged(
+        [replica(1, DIGEST_B), replica(2, DIGEST_B, "starting")], DIGEST_B, 2, health_gate=True
+    )
+    assert converged([replica(1, DIGEST_B), replica(2, DIGEST_B, "starting")], DIGEST_B, 2, health_gate=False)
+    assert not converged(
+        [replica(1, DIGEST_B), replica(2, DIGEST_B, state="failed")], DIGEST_B, 2, health_gate=True
+    )
+
+
+# --- end to end on a single-node swarm ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_engine: DockerClient) -> Iterator[DockerClient]:
+    """The shared engine as a swarm manager. Initialised here only if it was not in a swarm; left only then."""
+    swarm_info = docker_engine.info().swarm
+    initialised = swarm_info is None or swarm_info.local_node_state != "active"
+    if initialised:
+        with pytest.raises(DeployError, match="not in a swarm; run `docker swarm init`"):
+            require_swarm_manager(docker_engine)
+        docker_engine.swarm.init(advertise_address="127.0.0.1")
+    yield docker_engine
+    if initialised:
+        with contextlib.suppress(DockerException):
+            docker_engine.swarm.leave(force=True)
+
+
+@dataclass(frozen=True)
+class WebImages:
+    registry: str  # host:port/namespace
+    v1: str
+    v2: str
+    failing: str
+    no_healthcheck: str
+
+
+def _build_push(
+    context: Path, registry: RegistryConfig, base: str, output: Path, name: str = "examples/web"
+) -> str:
+    spec = BuildSpec(
+        image=name,
+        context=context,
+        dockerfile=context / "Dockerfile",
+        platforms=(NODE_PLATFORM,),
+        build_args={"BASE": base},
+    )
+    return push_everywhere(build(spec, output_dir=output), (registry,)).index_digest
+
+
+@pytest.fixture(scope="session")
+def web_images(
+    docker_engine: DockerClient,
+    base_image: str,
+    open_registry: TestRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> WebImages:
+    """The `web` example pushed by digest (this node's platform only); then a changed site; then images derived
+    from it whose HEALTHCHECK fails, or that have none."""
+    scratch = tmp_path_factory.mktemp("deploy-web")
+    registry = RegistryConfig(name="private", url=f"{open_registry.url}/dep{secrets.token_hex(3)}")
+    context = scratch / "web"
+    shutil.copytree(WEB, context)
+    v1 = _build_push(context, registry, base_image, scratch / "v1")
+    index = context / "site" / "index.html"
+    index.write_text(index.read_text().replace("Acme parts", "Acme parts, second edition"))
+    v2 = _build_push(context, registry, base_image, scratch / "v2")
+    derived = {}
+    for kind, healthcheck in (
+        ("failing", 'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["test", "-f", "/no-such-file"]'),
+        ("none", "HEALTHCHECK NONE"),
+    ):
+        folder = scratch / kind
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(
+            f"ARG BASE\nFROM {registry.url}/examples/web@{v2}\n{healthcheck}\n"
+        )
+        derived[kind] = _build_push(folder, registry, base_image, scratch / f"{kind}-out")
+    return WebImages(registry.url, v1, v2, derived["failing"], derived["none"])
+
+
+@pytest.fixture
+def service_name(swarm: DockerClient) -> Iterator[str]:
+    name = f"pipeline-test-deploy-{secrets.token_hex(4)}"
+    yield name
+    with contextlib.suppress(DockerException):
+        if swarm.service.exists(name):
+            swarm.service.remove(name)
+
+
+class Observer:
+    """Polls the Swarm API every `interval` seconds in a thread: healthy replicas and digests at each poll."""
+
+    def __init__(self, client: DockerClient, service: str, interval: float = 0.2) -> None:
+        self.client, self.service, self.interval = client, service, interval
+        self.polls: list[tuple[float, int, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            replicas = service_replicas(self.client, self.service)
+            healthy = [r for r in replicas if r.running and r.health == "healthy"]
+            digests: dict[str, int] = {}
+            for replica in healthy:
+                digests[replica.digest or "?"] = digests.get(replica.digest or "?", 0) + 1
+            self.polls.append((started, len(healthy), digests))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def __enter__(self) -> Observer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def running(client: DockerClient, service: str) -> list[Replica]:
+    return [r for r in service_replicas(client, service) if r.running]
+
+
+@pytest.mark.engine
+def test_rolling_update_keeps_three_healthy_and_a_failing_healthcheck_rolls_back(
+    swarm: DockerClient, web_images: WebImages, service_name: str, tmp_path: Path
+) -> None:
+    entry = SERVICE_ENTRY.format(service=service_name, timeout=90)
+
+    def target(digest: str) -> Target:
+        return target_for(tmp_path, web_images.registry, entry, digest)
+
+    first = deploy_one(swarm, target(web_images.v1))
+    assert not isinstance(first, list) and first.previous is None
+    replicas = running(swarm, service_name)
+    assert [(r.digest, r.health) for r in replicas] == [(web_images.v1, "healthy")] * 3
+    service = inspect_service(swarm, service_name)
+    assert service is not None
+    assert current_state(service, None) == desired_state(target(web_images.v1)), "inspect reads what we set"
+
+    diff = deploy_one(swarm, target(web_images.v2), dry_run=True)
+    assert diff == [
+        f"~ image: {web_images.registry}/examples/web@{web_images.v1} -> {target(web_images.v2).reference}"
+    ]
+
+    with Observer(swarm, service_name) as observer:
+        started = time.monotonic()
+        second = deploy_one(swarm, target(web_images.v2))
+        wall = time.monotonic() - started
+    assert not isinstance(second, list) and second.previous == web_images.v1
+    during = [p for p in observer.polls if p[0] >= started]
+    minimum = min(healthy for _, healthy, _ in during)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(during)]
+    print(
+        f"\nrolling update of 3 replicas (start-first): {wall:.1f}s wall, {len(during)} polls "
+        f"(median interval {sorted(gaps)[len(gaps) // 2]:.2f}s), minimum healthy replicas seen: {minimum}"
+    )
+    assert len(during) >= 5
+    assert any(web_images.v1 in d and web_images.v2 in d for _, _, d in during), (
+        "saw old and new side by side"
+    )
+    assert minimum >= 3, observer.polls
+    assert [(r.digest, r.health) for r in running(swarm, service_name)] == [(web_images.v2, "healthy")] * 3
+
+    started = time.monotonic()
+    with pytest.raises(DeployError, match="rolled back") as failure:
+        deploy_one(swarm, target(web_images.failing))
+    print(f"failing healthcheck: rolled back in {time.monotonic() - started:.1f}s: {failure.value}")
+    assert f"3 on {web_images.v2[7:19]}" in str(failure.value)
+    replicas = running(swarm, service_name)
+    assert [r.digest for r in replicas] == [web_images.v2] * 3
+    service = inspect_service(swarm, service_name)
+    assert service is not None and service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(
+        web_images.v2
+    )
+
+    config = write_config(tmp_path, web_images.registry, entry)
+    status = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--config", str(config), "deploy", "status"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    rows = [line for line in status.stdout.splitlines() if service_name[:12] in line and "running" in line]
+    assert len(rows) == 3 and all(web_images.v2[7:19] in row and "healthy" in row for row in rows), (
+        status.stdout
+    )
+
+
+@pytest.mark.engine
+def test_bad_input_is_one_line_and_changes_nothing(
+    swarm: DockerClient, web_images: WebImages, service_name: str, tmp_path: Path
+) -> None:
+    entry = SERVICE_ENTRY.format(service=service_name, timeout=30)
+    config = write_config(tmp_path, web_images.registry, entry)
+
+    def cli(digest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "--config", str(config), "deploy", "--digest", f"web={digest}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    for digest, expected in (
+        (DIGEST_A, f"examples/web@{DIGEST_A} is not in registry private"),
+        (web_images.no_healthcheck, "has no HEALTHCHECK, so a rollout cannot be health-gated"),
+    ):
+        result = cli(digest)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert expected in result.stderr
+        assert inspect_service(swarm, service_name) is None, "nothing was created"
+
+    # A service of the same name made by hand (no owner label) is not ours to update.
+    swarm_call(swarm, "service", "create", "--detach", "--quiet", "--name", service_name,
+               f"{web_images.registry}/examples/web@{web_images.v1}")  # fmt: skip
+    result = cli(web_images.v2)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"service {service_name} exists and belongs to something else" in result.stderr
+    service = inspect_service(swarm, service_name)
+    assert service is not None and service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(
+        web_images.v1
+    )
