@@ -624,7 +624,8 @@ def _rolled_back(
     counts = running_digests(replicas)
     where = ", ".join(f"{n} on {short_digest(d)}" for d, n in counts.items()) or "none running"
     outcome = "rolled back" if state == "rollback_completed" else f"rollback {state or 'unfinished'}"
-    reason = (update.get("Message") or "").strip()
+    failed = [r for r in replicas if r.digest == target.digest and r.error]
+    reason = f"{failed[0].state} task: {failed[0].error}" if failed else (update.get("Message") or "").strip()
     return DeployError(
         f"deploy {target.entry.environment}: {target.name} {outcome} from {short_digest(target.digest)} to "
         f"{short_digest(previous or '?')}: {reason or 'new tasks failed'}; replicas: {where}"

@@ -378,7 +378,8 @@ def test_rolling_update_keeps_three_healthy_and_a_failing_healthcheck_rolls_back
     with pytest.raises(DeployError, match="rolled back") as failure:
         deploy_one(swarm, target(web_images.failing))
     print(f"failing healthcheck: rolled back in {time.monotonic() - started:.1f}s: {failure.value}")
-    assert f"3 on {web_images.v2[7:19]}" in str(failure.value)
+    assert f"replicas: 3 on {web_images.v2[:19]}" in str(failure.value)
+    assert "unhealthy" in str(failure.value), "says why the new tasks failed"
     replicas = running(swarm, service_name)
     assert [r.digest for r in replicas] == [web_images.v2] * 3
     service = inspect_service(swarm, service_name)
