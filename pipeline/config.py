@@ -358,6 +358,9 @@ class DeployConfig(_Strict):
         default=True, description="refuse an image without HEALTHCHECK; wait for healthy"
     )
     timeout: float = Field(default=300.0, gt=0, description="seconds for the whole rollout")
+    stop_grace_period: float = Field(
+        default=10.0, ge=0, description="seconds an old task gets after SIGTERM (Swarm's default: 10)"
+    )
 
     @field_validator("environment", "service", "stack")
     @classmethod

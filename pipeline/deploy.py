@@ -152,6 +152,7 @@ class ServiceState:
     ports: tuple[str, ...]  # "8080:8080/tcp host", "*:8080/tcp host" (a free port per task)
     update: tuple[tuple[str, str], ...]
     owner: str | None
+    stop_grace_period: str = "10s"
 
 
 def _port_text(target: int, published: int | None, protocol: str, mode: str) -> str:
@@ -178,6 +179,7 @@ def desired_state(target: Target) -> ServiceState:
         ports=ports,
         update=_update_items(entry.update),
         owner=entry.stack or entry.environment,
+        stop_grace_period=f"{entry.stop_grace_period:g}s",
     )
 
 
@@ -187,8 +189,9 @@ def current_state(service: Mapping[str, Any], stack: str | None) -> ServiceState
     update = spec.get("UpdateConfig") or {}
     ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
     labels = spec.get("Labels") or {}
+    container = spec.get("TaskTemplate", {}).get("ContainerSpec", {})
     return ServiceState(
-        image=spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", ""),
+        image=container.get("Image", ""),
         replicas=int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0)),
         ports=tuple(
             sorted(
@@ -210,6 +213,7 @@ def current_state(service: Mapping[str, Any], stack: str | None) -> ServiceState
             ("max_failure_ratio", f"{update.get('MaxFailureRatio', 0):g}"),
         ),
         owner=labels.get(STACK_LABEL) if stack else labels.get(OWNER_LABEL),
+        stop_grace_period=f"{container.get('StopGracePeriod', 10e9) / 1e9:g}s",
     )
 
 
@@ -217,6 +221,7 @@ def spec_diff(current: ServiceState | None, desired: ServiceState) -> list[str]:
     """Lines for `--dry-run`: `field: old -> new`, or every field with `+` when the service is created."""
     if current is None:
         lines = [f"+ image: {desired.image}", f"+ replicas: {desired.replicas}"]
+        lines.append(f"+ stop_grace_period: {desired.stop_grace_period}")
         lines += [f"+ port: {port}" for port in desired.ports]
         return lines + [f"+ update.{key}: {value}" for key, value in desired.update]
     lines = []
@@ -226,6 +231,8 @@ def spec_diff(current: ServiceState | None, desired: ServiceState) -> list[str]:
         lines.append(f"~ replicas: {current.replicas} -> {desired.replicas}")
     lines += [f"- port: {port}" for port in current.ports if port not in desired.ports]
     lines += [f"+ port: {port}" for port in desired.ports if port not in current.ports]
+    if current.stop_grace_period != desired.stop_grace_period:
+        lines.append(f"~ stop_grace_period: {current.stop_grace_period} -> {desired.stop_grace_period}")
     old = dict(current.update)
     lines += [
         f"~ update.{key}: {old.get(key)} -> {value}" for key, value in desired.update if old.get(key) != value
@@ -476,6 +483,7 @@ def create_args(target: Target) -> list[str]:
     entry = target.entry
     args = ["service", "create", "--detach", "--quiet", "--with-registry-auth", "--name", target.name]
     args += ["--replicas", str(entry.replicas), "--label", f"{OWNER_LABEL}={entry.environment}"]
+    args += ["--stop-grace-period", _seconds(entry.stop_grace_period)]
     for port in entry.ports:
         args += ["--publish", _publish(port)]
     return [*args, *policy_args(entry.update), target.reference]
@@ -484,7 +492,7 @@ def create_args(target: Target) -> list[str]:
 def update_args(target: Target, current: ServiceState) -> list[str]:
     entry = target.entry
     args = ["service", "update", "--detach", "--quiet", "--with-registry-auth", "--image", target.reference]
-    args += ["--replicas", str(entry.replicas)]
+    args += ["--replicas", str(entry.replicas), "--stop-grace-period", _seconds(entry.stop_grace_period)]
     wanted = desired_state(target).ports
     for text in current.ports:
         if text not in wanted:
@@ -518,6 +526,7 @@ def pinned_compose(target: Target) -> dict[str, Any]:
     deploy["update_config"] = {**change, "delay": _seconds(policy.delay), "failure_action": "rollback"}
     deploy["rollback_config"] = {**change, "delay": "0s", "failure_action": "pause"}
     service["image"] = target.reference
+    service["stop_grace_period"] = _seconds(entry.stop_grace_period)
     service["deploy"] = deploy
     if entry.ports:
         service["ports"] = [

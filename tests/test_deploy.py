@@ -46,13 +46,13 @@ from pipeline.deploy import (
     desired_state,
     inspect_service,
     pinned_compose,
+    released_digest,
     require_ownership,
     require_swarm_manager,
     resolve_targets,
     service_replicas,
     spec_diff,
     swarm_call,
-    released_digest,
 )
 from pipeline.errors import ConfigError, DeployError
 from pipeline.publish import push_everywhere
@@ -89,6 +89,7 @@ service = "{service}"
 replicas = 3
 ports = [{{ target = 8080, mode = "host" }}]
 timeout = {timeout}
+stop_grace_period = 1
 [deploy.update]
 order = "start-first"
 parallelism = 1
@@ -123,6 +124,7 @@ def test_desired_state_pins_the_digest_and_the_diff_names_each_change(tmp_path: 
         "~ replicas: 2 -> 3",
         "- port: 8080:8080/tcp ingress",
         "+ port: *:8080/tcp host",
+        "~ stop_grace_period: 10s -> 1s",
         "~ update.order: stop-first -> start-first",
     ]
     assert spec_diff(desired, desired) == []
@@ -367,6 +369,12 @@ def test_rolling_update_keeps_three_healthy_and_a_failing_healthcheck_rolls_back
         f"\nrolling update of 3 replicas (start-first): {wall:.1f}s wall, {len(during)} polls "
         f"(median interval {sorted(gaps)[len(gaps) // 2]:.2f}s), minimum healthy replicas seen: {minimum}"
     )
+    last = None
+    for t, h, d in during:
+        key = (h, tuple(sorted((k[7:12], v) for k, v in d.items())))
+        if key != last:
+            print(f"TIMELINE {t - started:6.2f} healthy={h} {key[1]}")
+            last = key
     assert len(during) >= 5
     assert any(web_images.v1 in d and web_images.v2 in d for _, _, d in during), (
         "saw old and new side by side"
@@ -432,3 +440,29 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert service is not None and service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(
         web_images.v1
     )
+
+
+@pytest.mark.engine
+def test_a_stack_from_a_compose_file_is_pinned_and_rolled(
+    swarm: DockerClient, web_images: WebImages, tmp_path: Path
+) -> None:
+    stack = f"pipeline-test-deploy-{secrets.token_hex(4)}"
+    (tmp_path / "compose.yml").write_text("services:\n  web:\n    image: examples/web:latest\n")
+    entry = (
+        f'[[deploy]]\nenvironment = "prod"\nimage = "web"\nservice = "web"\nstack = "{stack}"\n'
+        'compose = "compose.yml"\nreplicas = 2\ntimeout = 60\nstop_grace_period = 1\n[deploy.update]\nmonitor = 1\n'
+    )
+    try:
+        for digest in (web_images.v1, web_images.v2):
+            rollout = deploy_one(swarm, target_for(tmp_path, web_images.registry, entry, digest))
+            assert not isinstance(rollout, list) and rollout.service == f"{stack}_web"
+            assert [(r.digest, r.health) for r in running(swarm, f"{stack}_web")] == [(digest, "healthy")] * 2
+        service = inspect_service(swarm, f"{stack}_web")
+        assert service is not None and service["Spec"]["Labels"][STACK_LABEL] == stack
+        assert service["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["compose.yml", "pipeline.toml"], (
+            "no pinned copy left"
+        )
+    finally:
+        with contextlib.suppress(DockerException):
+            swarm.stack.remove(stack)
