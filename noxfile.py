@@ -67,3 +67,11 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     _provision_engine(session)
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Roll the tested digest (release.json, or --digest IMAGE=sha256:...) out to Docker Swarm ([[deploy]])."""
+    session.install("-e", ".")
+    # No engine provisioning here: deploy talks to the swarm manager DOCKER_HOST names, never a local setup.
+    session.run("python", "-m", "pipeline", "deploy", *session.posargs)

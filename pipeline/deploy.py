@@ -42,7 +42,7 @@ from pipeline.config import (
     load_config,
 )
 from pipeline.errors import ConfigError, DeployError, RegistryError
-from pipeline.publish import registry_client
+from pipeline.publish import isolated_docker_config, login_all, registry_client
 from pipeline.registry import planned_registries
 from pipeline.report import short_digest, wide_console
 
@@ -706,17 +706,23 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.release import _parse_digests  # the same IMAGE=sha256:... syntax as `pipeline release`
 
     targets = resolve_targets(config, words, _parse_digests(config, args.digest or []), args.report)
-    for target in targets:
-        if not args.dry_run:
-            # In order, stopping at the first failure: a later environment (production) never runs a digest
+    for target in targets:  # every environment's checks before the first one changes
+        preflight(docker, target)
+    if args.dry_run:
+        for target in targets:
+            lines = deploy_one(docker, target, dry_run=True)
+            assert isinstance(lines, list)
+            print(f"{target.entry.environment}: {target.name} ({'would change' if lines else 'no change'})")
+            for line in lines:
+                print(f"  {line}")
+        return 0
+    with isolated_docker_config():
+        # Logged in here, `--with-registry-auth` hands the credentials to the nodes that pull the digest.
+        login_all(list({t.registry.name: t.registry for t in targets}.values()))
+        for target in targets:
+            # In order, stopping at the first failure: a later environment (production) never gets a digest
             # that an earlier one (staging) rolled back.
             deploy_one(docker, target)
-            continue
-        lines = deploy_one(docker, target, dry_run=True)
-        assert isinstance(lines, list)
-        print(f"{target.entry.environment}: {target.name} ({'would change' if lines else 'no change'})")
-        for line in lines:
-            print(f"  {line}")
     return 0
 
 

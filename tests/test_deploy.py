@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import platform
 import secrets
 import shutil
@@ -65,6 +66,7 @@ WEB = REPO_ROOT / "Dockerfiles" / "web"
 NODE_PLATFORM = "linux/arm64" if platform.machine() in ("aarch64", "arm64") else "linux/amd64"
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
+USER_ENV, TOKEN_ENV = "DEPLOY_TEST_HUB_USER", "DEPLOY_TEST_HUB_TOKEN"
 
 
 def write_config(directory: Path, registry_url: str, deploy: str) -> Path:
@@ -247,19 +249,26 @@ class WebImages:
     v2: str
     failing: str
     no_healthcheck: str
+    hub: str  # the authenticated registry (host:port/namespace)
+    hub_only: str  # a digest only there, never pulled before
+    hub_environ: dict[str, str]
 
 
 def _build_push(
-    context: Path, registry: RegistryConfig, base: str, output: Path, name: str = "examples/web"
+    context: Path,
+    registries: tuple[RegistryConfig, ...],
+    base: str,
+    output: Path,
+    environ: dict[str, str] | None = None,
 ) -> str:
     spec = BuildSpec(
-        image=name,
+        image="examples/web",
         context=context,
         dockerfile=context / "Dockerfile",
         platforms=(NODE_PLATFORM,),
         build_args={"BASE": base},
     )
-    return push_everywhere(build(spec, output_dir=output), (registry,)).index_digest
+    return push_everywhere(build(spec, output_dir=output), registries, environ).index_digest
 
 
 @pytest.fixture(scope="session")
@@ -267,18 +276,24 @@ def web_images(
     docker_engine: DockerClient,
     base_image: str,
     open_registry: TestRegistry,
+    auth_registry: TestRegistry,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> WebImages:
     """The `web` example pushed by digest (this node's platform only); then a changed site; then images derived
-    from it whose HEALTHCHECK fails, or that have none."""
+    from it whose HEALTHCHECK fails, or that have none. The first is also in the authenticated registry."""
     scratch = tmp_path_factory.mktemp("deploy-web")
-    registry = RegistryConfig(name="private", url=f"{open_registry.url}/dep{secrets.token_hex(3)}")
+    namespace = f"dep{secrets.token_hex(3)}"
+    registry = RegistryConfig(name="private", url=f"{open_registry.url}/{namespace}")
+    hub = RegistryConfig(
+        name="hub", url=f"{auth_registry.url}/{namespace}", username_env=USER_ENV, password_env=TOKEN_ENV
+    )
+    hub_environ = {USER_ENV: auth_registry.username, TOKEN_ENV: auth_registry.password}
     context = scratch / "web"
     shutil.copytree(WEB, context)
-    v1 = _build_push(context, registry, base_image, scratch / "v1")
+    v1 = _build_push(context, (registry,), base_image, scratch / "v1")
     index = context / "site" / "index.html"
     index.write_text(index.read_text().replace("Acme parts", "Acme parts, second edition"))
-    v2 = _build_push(context, registry, base_image, scratch / "v2")
+    v2 = _build_push(context, (registry,), base_image, scratch / "v2")
     derived = {}
     for kind, healthcheck in (
         ("failing", 'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["test", "-f", "/no-such-file"]'),
@@ -289,8 +304,17 @@ def web_images(
         (folder / "Dockerfile").write_text(
             f"ARG BASE\nFROM {registry.url}/examples/web@{v2}\n{healthcheck}\n"
         )
-        derived[kind] = _build_push(folder, registry, base_image, scratch / f"{kind}-out")
-    return WebImages(registry.url, v1, v2, derived["failing"], derived["none"])
+        derived[kind] = _build_push(folder, (registry,), base_image, scratch / f"{kind}-out")
+    # Only in the authenticated registry, and new to this engine (a fresh label): pulling it needs the login.
+    folder = scratch / "hub"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(
+        f"ARG BASE\nFROM {registry.url}/examples/web@{v1}\nLABEL dev.pipeline.test.nonce={secrets.token_hex(8)}\n"
+    )
+    hub_only = _build_push(folder, (hub,), base_image, scratch / "hub-out", hub_environ)
+    return WebImages(
+        registry.url, v1, v2, derived["failing"], derived["none"], hub.url, hub_only, hub_environ
+    )
 
 
 @pytest.fixture
@@ -466,3 +490,52 @@ def test_a_stack_from_a_compose_file_is_pinned_and_rolled(
     finally:
         with contextlib.suppress(DockerException):
             swarm.stack.remove(stack)
+
+
+@pytest.mark.engine
+def test_credentials_reach_the_nodes_and_dry_run_changes_nothing(
+    swarm: DockerClient, web_images: WebImages, service_name: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(
+        f'[[images]]\nname = "examples/web"\ncontext = "{WEB}"\n\n[[registries]]\nname = "hub"\n'
+        f'url = "{web_images.hub}"\nusername_env = "{USER_ENV}"\npassword_env = "{TOKEN_ENV}"\n\n'
+        + SERVICE_ENTRY.format(service=service_name, timeout=60).replace("replicas = 3", "replicas = 1")
+    )
+    password = web_images.hub_environ[TOKEN_ENV]
+
+    def cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "--config", str(config), "deploy", "prod",
+             "--digest", f"web={web_images.hub_only}", *extra],
+            capture_output=True, text=True, check=False, env={**os.environ, **web_images.hub_environ},
+        )  # fmt: skip
+
+    dry = cli("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"prod: {service_name} (would change)" in dry.stdout
+    assert f"+ image: {web_images.hub}/examples/web@{web_images.hub_only}" in dry.stdout
+    assert inspect_service(swarm, service_name) is None, "a dry run creates nothing"
+
+    # The control: without the credentials the node cannot pull this digest.
+    control = f"{service_name}-noauth"
+    swarm_call(swarm, "service", "create", "--detach", "--quiet", "--name", control,
+               f"{web_images.hub}/examples/web@{web_images.hub_only}")  # fmt: skip
+    try:
+        deadline, errors = time.monotonic() + 20, ""
+        while time.monotonic() < deadline and "No such image" not in errors:
+            errors = swarm_call(swarm, "service", "ps", "--no-trunc", "--format", "{{.Error}}", control)
+            time.sleep(0.5)
+        assert "No such image" in errors, "the node could not pull it without credentials"
+    finally:
+        swarm.service.remove(control)
+
+    real = cli()
+    assert real.returncode == 0, real.stderr
+    assert [(r.digest, r.health) for r in running(swarm, service_name)] == [(web_images.hub_only, "healthy")]
+    for text in (dry.stdout, dry.stderr, real.stdout, real.stderr):
+        assert password not in text
+    user_config = Path.home() / ".docker" / "config.json"
+    assert not user_config.exists() or web_images.hub.split("/")[0] not in user_config.read_text(), (
+        "the login stayed in a throwaway config"
+    )
