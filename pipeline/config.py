@@ -371,6 +371,15 @@ class DeployConfig(_Strict):
             )
         return value
 
+    @field_validator("environment")
+    @classmethod
+    def _not_a_subcommand(cls, value: str) -> str:
+        if value == "status":
+            raise ValueError(
+                "'status' is the `pipeline deploy status` command; name the environment otherwise"
+            )
+        return value
+
     @model_validator(mode="after")
     def _stack_needs_compose(self) -> DeployConfig:
         if (self.stack is None) != (self.compose is None):

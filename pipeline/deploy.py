@@ -282,6 +282,8 @@ class Replica:
 
     @property
     def healthy(self) -> bool:
+        # Swarm holds a task in `starting` until its container's HEALTHCHECK first passes (moby/moby#24545),
+        # so a running task on a node we cannot inspect did pass it once.
         return self.running and self.health in ("healthy", "none", "?")
 
 
