@@ -608,7 +608,8 @@ def await_rollout(
         spec_image = current_state(service, entry.stack).image if service else ""
         if spec_image != target.reference:  # Swarm restored the previous spec: a rollback
             if state in ("rollback_completed", "rollback_paused") or time.monotonic() > deadline:
-                raise _rolled_back(target, previous, replicas, update, state)
+                timed_out = f"not converged within {entry.timeout:g}s" if rollback_asked else None
+                raise _rolled_back(target, previous, replicas, timed_out or update.get("Message"), state)
         elif state not in ("updating", "rollback_started", "paused") and converged(
             replicas, target.digest, entry.replicas, entry.health_gate
         ):
@@ -629,14 +630,14 @@ def _rolled_back(
     target: Target,
     previous: str | None,
     replicas: list[Replica],
-    update: Mapping[str, Any],
+    message: str | None,
     state: str | None,
 ) -> DeployError:
     counts = running_digests(replicas)
     where = ", ".join(f"{n} on {short_digest(d)}" for d, n in counts.items()) or "none running"
     outcome = "rolled back" if state == "rollback_completed" else f"rollback {state or 'unfinished'}"
     failed = [r for r in replicas if r.digest == target.digest and r.error]
-    reason = f"{failed[0].state} task: {failed[0].error}" if failed else (update.get("Message") or "").strip()
+    reason = f"{failed[0].state} task: {failed[0].error}" if failed else (message or "").strip()
     return DeployError(
         f"deploy {target.entry.environment}: {target.name} {outcome} from {short_digest(target.digest)} to "
         f"{short_digest(previous or '?')}: {reason or 'new tasks failed'}; replicas: {where}"

@@ -259,6 +259,7 @@ class WebImages:
     v2: str
     failing: str
     no_healthcheck: str
+    stuck: str
     hub: str  # the authenticated registry (host:port/namespace)
     hub_only: str  # a digest only there, never pulled before
     hub_environ: dict[str, str]
@@ -308,6 +309,8 @@ def web_images(
     for kind, healthcheck in (
         ("failing", 'HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["test", "-f", "/no-such-file"]'),
         ("none", "HEALTHCHECK NONE"),
+        # Never healthy and never failed: stays `starting` for the whole start period.
+        ("stuck", 'HEALTHCHECK --interval=1s --start-period=600s CMD ["test", "-f", "/no-such-file"]'),
     ):
         folder = scratch / kind
         folder.mkdir()
@@ -323,7 +326,15 @@ def web_images(
     )
     hub_only = _build_push(folder, (hub,), base_image, scratch / "hub-out", hub_environ)
     return WebImages(
-        registry.url, v1, v2, derived["failing"], derived["none"], hub.url, hub_only, hub_environ
+        registry.url,
+        v1,
+        v2,
+        derived["failing"],
+        derived["none"],
+        derived["stuck"],
+        hub.url,
+        hub_only,
+        hub_environ,
     )
 
 
@@ -476,26 +487,36 @@ def test_bad_input_is_one_line_and_changes_nothing(
 
 
 @pytest.mark.engine
-def test_a_stack_from_a_compose_file_is_pinned_and_rolled(
+def test_a_stack_is_pinned_and_a_rollout_past_its_timeout_is_rolled_back(
     swarm: DockerClient, web_images: WebImages, tmp_path: Path
 ) -> None:
     stack = f"pipeline-test-deploy-{secrets.token_hex(4)}"
     (tmp_path / "compose.yml").write_text("services:\n  web:\n    image: examples/web:latest\n")
     entry = (
         f'[[deploy]]\nenvironment = "prod"\nimage = "web"\nservice = "web"\nstack = "{stack}"\n'
-        'compose = "compose.yml"\nreplicas = 1\ntimeout = 60\nstop_grace_period = 1\n[deploy.update]\nmonitor = 1\n'
+        'compose = "compose.yml"\nreplicas = 1\ntimeout = TIMEOUT\nstop_grace_period = 1\n'
+        "[deploy.update]\nmonitor = 1\n"
     )
     try:
-        for digest in (web_images.v1, web_images.v2):
-            rollout = deploy_one(swarm, target_for(tmp_path, web_images.registry, entry, digest))
-            assert not isinstance(rollout, list) and rollout.service == f"{stack}_web"
-            assert [(r.digest, r.health) for r in running(swarm, f"{stack}_web")] == [(digest, "healthy")]
+        first = target_for(tmp_path, web_images.registry, entry.replace("TIMEOUT", "60"), web_images.v1)
+        rollout = deploy_one(swarm, first)
+        assert not isinstance(rollout, list) and rollout.service == f"{stack}_web"
+        assert [(r.digest, r.health) for r in running(swarm, f"{stack}_web")] == [(web_images.v1, "healthy")]
         service = inspect_service(swarm, f"{stack}_web")
         assert service is not None and service["Spec"]["Labels"][STACK_LABEL] == stack
         assert service["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["compose.yml", "pipeline.toml"], (
             "no pinned copy left"
         )
+
+        # Its new task stays `starting` (never healthy, never failed): Swarm alone would wait; our timeout asks
+        # Swarm for the rollback.
+        stuck = target_for(tmp_path, web_images.registry, entry.replace("TIMEOUT", "4"), web_images.stuck)
+        with pytest.raises(DeployError, match="rolled back") as failure:
+            deploy_one(swarm, stuck)
+        assert f"replicas: 1 on {web_images.v1[:19]}" in str(failure.value)
+        assert "not converged within 4s" in str(failure.value)
+        assert [r.digest for r in running(swarm, f"{stack}_web")] == [web_images.v1]
     finally:
         with contextlib.suppress(DockerException):
             swarm.stack.remove(stack)
