@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import platform
 import secrets
@@ -57,6 +56,7 @@ from pipeline.deploy import (
 )
 from pipeline.errors import ConfigError, DeployError
 from pipeline.publish import push_everywhere
+from pipeline.report import ReleaseReport
 
 if TYPE_CHECKING:
     from tests.fixtures.registries import TestRegistry
@@ -168,13 +168,20 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_only_a_digest_that_passed_the_gate_comes_from_the_report(tmp_path: Path) -> None:
-    report = tmp_path / "release.json"
-    image = {"name": "examples/web", "index_digest": DIGEST_A, "smoke_passed": True}
-    report.write_text(json.dumps({"status": "published", "images": [image]}))
-    assert released_digest(report, "examples/web") == DIGEST_A
-    report.write_text(json.dumps({"status": "failed", "images": [{**image, "smoke_passed": False}]}))
+    def write_report(status: str, smoke_passed: bool) -> Path:
+        # Written by the release's own report code, so the format is the one `pipeline release` writes.
+        report = ReleaseReport(version="1.0.0", revision="abc", mode="publish", started_at="now")
+        outcome = report.add_image("examples/web")
+        outcome.index_digest, outcome.smoke_passed = DIGEST_A, smoke_passed
+        report.finish(status)
+        report.write(tmp_path / "release.json")
+        return tmp_path / "release.json"
+
+    assert released_digest(write_report("published", True), "examples/web") == DIGEST_A
     with pytest.raises(DeployError, match="did not pass the release gate"):
-        released_digest(report, "examples/web")
+        released_digest(write_report("failed", False), "examples/web")
+    with pytest.raises(DeployError, match="no digest for examples/hello"):
+        released_digest(write_report("published", True), "examples/hello")
     with pytest.raises(DeployError, match="no readable release report"):
         released_digest(tmp_path / "missing.json", "examples/web")
 
