@@ -356,6 +356,17 @@ def converged(replicas: Sequence[Replica], digest: str, wanted: int, health_gate
     )
 
 
+def every_slot_failed(replicas: Sequence[Replica], digest: str, wanted: int) -> Replica | None:
+    """A failed task of a new service when each of its slots has failed on `digest` and none runs (or None).
+
+    Swarm would restart them forever; with no previous version to fall back to, that is the verdict."""
+    failed = [r for r in replicas if r.digest == digest and r.state in ("failed", "rejected")]
+    slots = {r.slot for r in failed}
+    if wanted and len(slots) >= wanted and not any(r.running for r in replicas):
+        return failed[0]
+    return None
+
+
 def replica_summary(replicas: Sequence[Replica]) -> str:
     running = [r for r in replicas if r.running]
     if not running:
@@ -614,6 +625,11 @@ def await_rollout(
             replicas, target.digest, entry.replicas, entry.health_gate
         ):
             return replicas
+        elif previous is None and (failed := every_slot_failed(replicas, target.digest, entry.replicas)):
+            raise DeployError(
+                f"deploy {entry.environment}: every new task of {target.name} failed on "
+                f"{short_digest(target.digest)} ({failed.state}: {failed.error}); nothing ran before it"
+            )
         elif time.monotonic() > deadline:
             if previous is None or rollback_asked:
                 raise DeployError(
@@ -668,7 +684,14 @@ def deploy_one(
     )
     started = time.monotonic()
     apply(client, target, service)
-    replicas = await_rollout(client, target, previous, poll=poll, on_poll=on_poll)
+    try:
+        replicas = await_rollout(client, target, previous, poll=poll, on_poll=on_poll)
+    except DeployError as error:
+        if service is not None or target.entry.stack is not None:
+            raise
+        # A service this run created and that never ran: removing it leaves the swarm as it was.
+        swarm_call(client, "service", "rm", target.name)
+        raise DeployError(f"{error}; the new service was removed") from None
     seconds = time.monotonic() - started
     log.info("deploy %s: %s runs %s on %d replicas (%.1fs)", target.entry.environment, target.name,
              short_digest(target.digest), target.entry.replicas, seconds)  # fmt: skip

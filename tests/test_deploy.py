@@ -44,6 +44,7 @@ from pipeline.deploy import (
     current_state,
     deploy_one,
     desired_state,
+    every_slot_failed,
     inspect_service,
     pinned_compose,
     released_digest,
@@ -238,6 +239,19 @@ def test_converged_needs_every_replica_on_the_digest_and_healthy() -> None:
     assert converged([replica(1, DIGEST_B), replica(2, DIGEST_B, "starting")], DIGEST_B, 2, health_gate=False)
     assert not converged(
         [replica(1, DIGEST_B), replica(2, DIGEST_B, state="failed")], DIGEST_B, 2, health_gate=True
+    )
+
+
+def test_a_new_service_fails_once_every_slot_has_failed_and_none_runs() -> None:
+    def replica(slot: int, state: str) -> Replica:
+        return Replica(slot, f"t{slot}{state}", "n", state, "running", DIGEST_B, "-", "unhealthy container")
+
+    assert every_slot_failed([replica(1, "failed"), replica(2, "starting")], DIGEST_B, 2) is None
+    both = every_slot_failed([replica(1, "failed"), replica(2, "rejected")], DIGEST_B, 2)
+    assert both is not None and both.error == "unhealthy container"
+    assert (
+        every_slot_failed([replica(1, "failed"), replica(2, "failed"), replica(2, "running")], DIGEST_B, 2)
+        is None
     )
 
 
@@ -480,6 +494,11 @@ def test_bad_input_is_one_line_and_changes_nothing(
             deploy_one(swarm, target_for(tmp_path, web_images.registry, entry, digest))
         assert "\n" not in str(refused.value)
         assert inspect_service(swarm, service_name) is None, "nothing was created"
+
+    # A new service whose tasks all fail their HEALTHCHECK: refused, and removed, since nothing ran before it.
+    with pytest.raises(DeployError, match=r"every new task of .* failed .*unhealthy container.*was removed"):
+        deploy_one(swarm, target_for(tmp_path, web_images.registry, entry, web_images.failing))
+    assert inspect_service(swarm, service_name) is None
 
     # A service of the same name made by hand (no owner label) is not ours to update.
     swarm_call(swarm, "service", "create", "--detach", "--quiet", "--name", service_name,
