@@ -686,6 +686,12 @@ def deploy_one(
     apply(client, target, service)
     try:
         replicas = await_rollout(client, target, previous, poll=poll, on_poll=on_poll)
+    except KeyboardInterrupt:
+        # We only stop watching: the update is Swarm's now, with its own failure action (rollback).
+        log.warning(
+            "interrupted: Swarm carries on with %s; `pipeline deploy status` shows where it is", target.name
+        )
+        raise
     except DeployError as error:
         if service is not None or target.entry.stack is not None:
             raise
