@@ -310,7 +310,7 @@ def web_images(
     open_registry: TestRegistry,
     auth_registry: TestRegistry,
     tmp_path_factory: pytest.TempPathFactory,
-) -> WebImages:
+) -> Iterator[WebImages]:
     """The `web` example pushed by digest (this node's platform only); then a changed site; then images derived
     from it whose HEALTHCHECK fails, or that have none. The first is also in the authenticated registry."""
     scratch = tmp_path_factory.mktemp("deploy-web")
@@ -346,7 +346,7 @@ def web_images(
         f"ARG BASE\nFROM {registry.url}/examples/web@{v1}\nLABEL dev.pipeline.test.nonce={secrets.token_hex(8)}\n"
     )
     hub_only = _build_push(folder, (hub,), base_image, scratch / "hub-out", hub_environ)
-    return WebImages(
+    images = WebImages(
         registry.url,
         v1,
         v2,
@@ -357,6 +357,12 @@ def web_images(
         hub_only,
         hub_environ,
     )
+    yield images
+    # The swarm pulled these into the engine's store: remove those references (only ours), not the content
+    # other references may share.
+    pulled = [f"{images.registry}/examples/web@{d}" for d in (v1, v2, *derived.values())]
+    with contextlib.suppress(DockerException):  # one call; references never pulled are reported and skipped
+        docker_engine.image.remove([*pulled, f"{images.hub}/examples/web@{hub_only}"], force=True)
 
 
 @pytest.fixture
