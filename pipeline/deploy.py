@@ -42,7 +42,7 @@ from pipeline.config import (
     load_config,
 )
 from pipeline.errors import ConfigError, DeployError, RegistryError
-from pipeline.publish import isolated_docker_config, login_all, registry_client
+from pipeline.publish import _repository_path, isolated_docker_config, login_all, registry_client
 from pipeline.registry import planned_registries
 from pipeline.report import short_digest, wide_console
 
@@ -74,7 +74,7 @@ class Target:
     @property
     def repository(self) -> str:
         """The repository path inside the registry (what its API wants)."""
-        return self.registry.repository(self.image.name).split("/", 1)[1]
+        return _repository_path(self.registry, self.image.name)
 
     @property
     def reference(self) -> str:
@@ -292,7 +292,7 @@ def service_replicas(client: DockerClient, name: str) -> list[Replica]:
     ids = swarm_call(client, "service", "ps", "--quiet", "--no-trunc", name).split()
     if not ids:
         return []
-    tasks: list[dict[str, Any]] = json.loads(swarm_call(client, "inspect", "--type", "task", *ids))
+    tasks = _inspect_found(client, "task", ids)
     containers = [
         t["Status"]["ContainerStatus"]["ContainerID"]
         for t in tasks
@@ -304,17 +304,22 @@ def service_replicas(client: DockerClient, name: str) -> list[Replica]:
     return sorted(replicas, key=lambda r: (r.slot, r.desired != "running", r.task))
 
 
-def _container_health(client: DockerClient, containers: list[str]) -> dict[str, str]:
-    if not containers:
-        return {}
+def _inspect_found(client: DockerClient, kind: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """`docker inspect` of many objects in one call, keeping those found: Swarm prunes old tasks while we
+    look, and a container on another node is not visible from this engine."""
     try:
-        # Only containers on this engine answer; on a multi-node swarm the rest are judged by task state.
-        command = [*client.client_config.docker_cmd, "inspect", "--type", "container", *containers]
-        text = run_docker(command, return_stderr=False)
+        text = run_docker(
+            [*client.client_config.docker_cmd, "inspect", "--type", kind, *ids], return_stderr=False
+        )
     except DockerException as error:
         text = error.stdout or "[]"
+    found: list[dict[str, Any]] = json.loads(text or "[]")
+    return found
+
+
+def _container_health(client: DockerClient, containers: list[str]) -> dict[str, str]:
     health: dict[str, str] = {}
-    for item in json.loads(text or "[]"):
+    for item in _inspect_found(client, "container", containers) if containers else []:
         state = item.get("State", {})
         health[item["Id"]] = (
             (state.get("Health") or {}).get("Status", "none") if state.get("Running") else "exited"
@@ -403,7 +408,7 @@ def require_digest_and_health(target: Target, environ: Mapping[str, str] | None 
                 f"{where}: {target.reference} is not in registry {target.registry.name}; release it there first "
                 "or give the digest `pipeline release` printed"
             )
-        if not target.entry.health_gate:
+        if not target.entry.health_gate or compose_healthcheck(target):
             return
         for platform, manifest_digest in client.platform_digests(target.repository, target.digest).items():
             manifest = client.get_manifest(target.repository, manifest_digest).document
@@ -416,6 +421,14 @@ def require_digest_and_health(target: Target, environ: Mapping[str, str] | None 
                 )
     except RegistryError as error:
         raise DeployError(f"{where}: {error}") from None
+
+
+def compose_healthcheck(target: Target) -> bool:
+    """A stack's compose file may give the service its own healthcheck, which then replaces the image's."""
+    if target.compose is None:
+        return False
+    healthcheck = pinned_compose(target)["services"][target.entry.service].get("healthcheck") or {}
+    return bool(healthcheck.get("test")) and not healthcheck.get("disable", False)
 
 
 def require_ownership(target: Target, service: Mapping[str, Any] | None) -> None:
@@ -451,11 +464,11 @@ def preflight(
 ) -> dict[str, Any] | None:
     """Every read-only check; returns the current service (None when it will be created)."""
     require_swarm_manager(client)
+    if target.compose is not None:
+        pinned_compose(target)  # the compose file parses and names the service
     require_digest_and_health(target, environ)
     service = inspect_service(client, target.name)
     require_ownership(target, service)
-    if target.compose is not None:
-        pinned_compose(target)  # the compose file parses and names the service
     for port in target.entry.ports:
         if port.mode == "host" and port.published and target.entry.update.order == "start-first":
             log.warning(

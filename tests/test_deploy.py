@@ -39,6 +39,7 @@ from pipeline.deploy import (
     STACK_LABEL,
     Replica,
     Target,
+    compose_healthcheck,
     converged,
     create_args,
     current_state,
@@ -203,6 +204,16 @@ def test_compose_service_is_pinned_with_the_update_policy(tmp_path: Path) -> Non
     assert web["deploy"]["update_config"]["failure_action"] == "rollback"
     assert web["deploy"]["update_config"]["order"] == "start-first"
     assert document["services"]["cache"] == {"image": "redis"}
+
+    assert not compose_healthcheck(target), "the image's HEALTHCHECK is the one to check"
+    (tmp_path / "compose.yml").write_text(
+        "services:\n  web:\n    image: x\n    healthcheck:\n      test: [CMD, /bin/true]\n      interval: 1s\n"
+    )
+    assert compose_healthcheck(target), "the compose file's healthcheck replaces the image's"
+    (tmp_path / "compose.yml").write_text(
+        "services:\n  web:\n    image: x\n    healthcheck:\n      disable: true\n"
+    )
+    assert not compose_healthcheck(target)
 
     missing = entry.replace('service = "web"', 'service = "api"')
     with pytest.raises(ConfigError, match="no service 'api' under services"):
