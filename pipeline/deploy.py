@@ -149,7 +149,7 @@ def released_digest(report: Path, image: str) -> str:
 class ServiceState:
     image: str
     replicas: int
-    ports: tuple[str, ...]  # "8080:8080/tcp host", "*:8080/tcp host" (a free port per task)
+    ports: tuple[str, ...] | None  # "8080:8080/tcp host", "*:8080/tcp host"; None: the compose file's
     update: tuple[tuple[str, str], ...]
     owner: str | None
     stop_grace_period: str = "10s"
@@ -172,7 +172,11 @@ def _update_items(policy: UpdatePolicy) -> tuple[tuple[str, str], ...]:
 
 def desired_state(target: Target) -> ServiceState:
     entry = target.entry
-    ports = tuple(sorted(_port_text(p.target, p.published, p.protocol, p.mode) for p in entry.ports))
+    ports: tuple[str, ...] | None = tuple(
+        sorted(_port_text(p.target, p.published, p.protocol, p.mode) for p in entry.ports)
+    )
+    if entry.stack is not None and not entry.ports:
+        ports = None  # a stack without `ports` in [[deploy]] keeps the compose file's, which we do not diff
     return ServiceState(
         image=target.reference,
         replicas=entry.replicas,
@@ -222,15 +226,16 @@ def spec_diff(current: ServiceState | None, desired: ServiceState) -> list[str]:
     if current is None:
         lines = [f"+ image: {desired.image}", f"+ replicas: {desired.replicas}"]
         lines.append(f"+ stop_grace_period: {desired.stop_grace_period}")
-        lines += [f"+ port: {port}" for port in desired.ports]
+        lines += [f"+ port: {port}" for port in desired.ports or ()]
         return lines + [f"+ update.{key}: {value}" for key, value in desired.update]
     lines = []
     if current.image != desired.image:
         lines.append(f"~ image: {current.image} -> {desired.image}")
     if current.replicas != desired.replicas:
         lines.append(f"~ replicas: {current.replicas} -> {desired.replicas}")
-    lines += [f"- port: {port}" for port in current.ports if port not in desired.ports]
-    lines += [f"+ port: {port}" for port in desired.ports if port not in current.ports]
+    if desired.ports is not None and current.ports is not None:
+        lines += [f"- port: {port}" for port in current.ports if port not in desired.ports]
+        lines += [f"+ port: {port}" for port in desired.ports if port not in current.ports]
     if current.stop_grace_period != desired.stop_grace_period:
         lines.append(f"~ stop_grace_period: {current.stop_grace_period} -> {desired.stop_grace_period}")
     old = dict(current.update)
@@ -519,12 +524,12 @@ def update_args(target: Target, current: ServiceState) -> list[str]:
     entry = target.entry
     args = ["service", "update", "--detach", "--quiet", "--with-registry-auth", "--image", target.reference]
     args += ["--replicas", str(entry.replicas), "--stop-grace-period", _seconds(entry.stop_grace_period)]
-    wanted = desired_state(target).ports
-    for text in current.ports:
+    wanted = desired_state(target).ports or ()
+    for text in current.ports or ():
         if text not in wanted:
             args += ["--publish-rm", text.split(":", 1)[1].split("/", 1)[0]]
     for port in entry.ports:
-        if _port_text(port.target, port.published, port.protocol, port.mode) not in current.ports:
+        if _port_text(port.target, port.published, port.protocol, port.mode) not in (current.ports or ()):
             args += ["--publish-add", _publish(port)]
     return [*args, *policy_args(entry.update), target.name]
 

@@ -551,6 +551,7 @@ def test_a_stack_is_pinned_and_a_rollout_past_its_timeout_is_rolled_back(
         assert sorted(p.name for p in tmp_path.iterdir()) == ["compose.yml", "pipeline.toml"], (
             "no pinned copy left"
         )
+        assert deploy_one(swarm, first, dry_run=True) == [], "the stack runs what the dry run would ask for"
 
         # Its new task stays `starting` (never healthy, never failed): Swarm alone would wait; our timeout asks
         # Swarm for the rollback.
