@@ -50,7 +50,6 @@ from pipeline.deploy import (
     pinned_compose,
     released_digest,
     require_ownership,
-    require_swarm_manager,
     resolve_targets,
     service_replicas,
     spec_diff,
@@ -270,13 +269,22 @@ def test_a_new_service_fails_once_every_slot_has_failed_and_none_runs() -> None:
 
 
 @pytest.fixture(scope="session")
-def swarm(docker_engine: DockerClient) -> Iterator[DockerClient]:
-    """The shared engine as a swarm manager. Initialised here only if it was not in a swarm; left only then."""
+def swarm(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerClient]:
+    """The shared engine as a swarm manager. Initialised here only if it was not in a swarm; left only then.
+
+    Before initialising it, the no-swarm refusal is checked through the CLI (on a fresh machine, always)."""
     swarm_info = docker_engine.info().swarm
     initialised = swarm_info is None or swarm_info.local_node_state != "active"
     if initialised:
-        with pytest.raises(DeployError, match="not in a swarm; run `docker swarm init`"):
-            require_swarm_manager(docker_engine)
+        config = write_config(
+            tmp_path_factory.mktemp("no-swarm"), "127.0.0.1:1", SERVICE_ENTRY.format(service="web", timeout=9)
+        )
+        refused = subprocess.run(
+            [sys.executable, "-m", "pipeline", "--config", str(config), "deploy", "--digest", f"web={DIGEST_A}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "this engine is not in a swarm; run `docker swarm init`" in refused.stderr
         docker_engine.swarm.init(advertise_address="127.0.0.1")
     yield docker_engine
     if initialised:
