@@ -669,7 +669,10 @@ def _rolled_back(
 ) -> DeployError:
     counts = running_digests(replicas)
     where = ", ".join(f"{n} on {short_digest(d)}" for d, n in counts.items()) or "none running"
-    outcome = "rolled back" if state == "rollback_completed" else f"rollback {state or 'unfinished'}"
+    outcome = {
+        "rollback_completed": "rolled back",
+        "rollback_paused": "rollback paused (Swarm could not finish it; see `docker service ps`)",
+    }.get(state or "", "rollback unfinished")
     failed = [r for r in replicas if r.digest == target.digest and r.error]
     reason = f"{failed[0].state} task: {failed[0].error}" if failed else (message or "").strip()
     return DeployError(
