@@ -618,6 +618,7 @@ def await_rollout(
     target: Target,
     previous: str | None,
     *,
+    created: bool = False,
     poll: float = POLL_SECONDS,
     on_poll: Callable[[list[Replica]], None] | None = None,
 ) -> list[Replica]:
@@ -643,13 +644,13 @@ def await_rollout(
             replicas, target.digest, entry.replicas, entry.health_gate
         ):
             return replicas
-        elif previous is None and (failed := every_slot_failed(replicas, target.digest, entry.replicas)):
+        elif created and (failed := every_slot_failed(replicas, target.digest, entry.replicas)):
             raise DeployError(
                 f"deploy {entry.environment}: every new task of {target.name} failed on "
                 f"{short_digest(target.digest)} ({failed.state}: {failed.error}); nothing ran before it"
             )
         elif time.monotonic() > deadline:
-            if previous is None or rollback_asked:
+            if created or rollback_asked:
                 raise DeployError(
                     f"deploy {entry.environment}: {target.name} did not converge within {entry.timeout:g}s "
                     f"(update state {state or 'none'}); replicas: {replica_summary(replicas)}"
@@ -703,10 +704,10 @@ def deploy_one(
         short_digest(previous) if previous else "(new)",
         target.reference,
     )
-    started = time.monotonic()
+    started, created = time.monotonic(), service is None
     apply(client, target, service)
     try:
-        replicas = await_rollout(client, target, previous, poll=poll, on_poll=on_poll)
+        replicas = await_rollout(client, target, previous, created=created, poll=poll, on_poll=on_poll)
     except KeyboardInterrupt:
         # We only stop watching: the update is Swarm's now, with its own failure action (rollback).
         log.warning(
@@ -714,7 +715,7 @@ def deploy_one(
         )
         raise
     except DeployError as error:
-        if service is not None or target.entry.stack is not None:
+        if not created or target.entry.stack is not None:
             raise
         # A service this run created and that never ran: removing it leaves the swarm as it was.
         swarm_call(client, "service", "rm", target.name)
