@@ -29,6 +29,7 @@ COMMANDS = {
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
+    "verify": "pipeline.sign",
 }
 
 log = logging.getLogger("pipeline")

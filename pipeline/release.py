@@ -41,6 +41,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
+from pipeline.sign import require_signed_digests, sign_tested, signer_for
 from pipeline.smoke import SmokeTarget, run_smoke
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def release(
     report_path: Path | None = DEFAULT_REPORT,
     environ: Mapping[str, str] | None = None,
     digests: Mapping[str, str] | None = None,
+    require_signature: bool = False,
 ) -> ReleaseReport:
     """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out."""
     environ = os.environ if environ is None else environ
@@ -117,6 +119,7 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
+    signer = None if no_push else signer_for(config, environ)  # no key, wrong password: before any build
     status = ensure_engine()
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
@@ -139,6 +142,8 @@ def release(
             if not no_push:
                 check_registries(registries, environ)
                 login_all(registries, environ)
+            if digests and (require_signature or config.pipeline.sign.require):
+                require_signed_digests(config, digests, registries, environ)
             tested: list[tuple[ImagePlan, str]] = []
             for image_plan in plan.images:
                 digest = _build_push_and_smoke(
@@ -155,6 +160,10 @@ def release(
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
+            if signer is not None:  # signed and attested in every registry, or no tag moves
+                step = time.monotonic()
+                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
+                report.add_timing("sign", time.monotonic() - step)
             if not no_push:
                 step = time.monotonic()
                 for image_plan, digest in tested:
@@ -288,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
         dry=args.dry_run,
         report_path=None if args.dry_run else args.report,
         digests=_parse_digests(config, args.digest or []),
+        require_signature=args.require_signature,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -324,5 +334,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         metavar="IMAGE=sha256:...",
         help="release this already pushed index (from `pipeline merge`) instead of building; repeatable",
+    )
+    parser.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="with --digest: verify each index's signature and smoke attestation in every registry first",
     )
     parser.set_defaults(handler=_run)
