@@ -17,6 +17,11 @@ def _provision_engine(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "engine", "up")
 
 
+def _provision_cosign(session: nox.Session) -> None:
+    # The signing tests and bench run the cosign CLI; `release` provisions it itself when [sign] is set.
+    session.run("python", "-m", "pipeline", "-q", "cosign")
+
+
 def _ensure_debian_tool(session: nox.Session, package: str) -> None:
     # Not on PyPI: installed from Debian where we may (root on Debian); elsewhere the check says how.
     if shutil.which(package) or os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -30,6 +35,7 @@ def tests(session: nox.Session) -> None:
     """Unit tests of the pure core and end-to-end tests against a real engine, registries and git repos."""
     session.install("-e", ".[test]")
     _provision_engine(session)
+    _provision_cosign(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
@@ -66,4 +72,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print ratios against a baseline measured in the same run."""
     session.install("-e", ".[test]")
     _provision_engine(session)
+    _provision_cosign(session)
     session.run("python", "-m", "bench", *session.posargs)

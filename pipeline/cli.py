@@ -30,6 +30,7 @@ COMMANDS = {
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
     "verify": "pipeline.sign",
+    "cosign": "pipeline.sign",
 }
 
 log = logging.getLogger("pipeline")

@@ -26,8 +26,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -598,7 +599,7 @@ def verify_image(
     env = {**os.environ, **(environ or {})}
     try:
         output = run_cosign(
-            cosign, verify_args(verifier, ref.at(digest), insecure=insecure), env, "signature"
+            cosign, verify_args(verifier, ref.at(digest), insecure=insecure), env, "cosign verify"
         )
         payloads = json.loads(output or "[]")
         signed = [
@@ -611,7 +612,10 @@ def verify_image(
         result.add("signature", False, str(error))
     try:
         output = run_cosign(
-            cosign, verify_attestation_args(verifier, ref.at(digest), insecure=insecure), env, "attestation"
+            cosign,
+            verify_attestation_args(verifier, ref.at(digest), insecure=insecure),
+            env,
+            "cosign verify-attestation",
         )
         statements = _statements(output, digest)
         if not result.add(
@@ -750,7 +754,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     registry = registry_of(config, args.reference)
     with isolated_docker_config():
         if registry is not None:
-            login_all([registry])
+            with _stdout_to_stderr():  # `docker login` prints to stdout, which is the JSON's
+                login_all([registry])
         result = verify_image(args.reference, verifier, registry=registry)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -760,6 +765,20 @@ def _run_verify(args: argparse.Namespace) -> int:
     if failed is not None:
         raise SignError(f"{args.reference}: {failed.name} check failed: {failed.detail}")
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Child processes' stdout goes to stderr meanwhile (file descriptor level: they inherit it)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -773,3 +792,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     parser.set_defaults(handler=_run_verify)
+    provision = subparsers.add_parser(
+        "cosign",
+        help="print the cosign binary the pipeline uses, provisioning it (Debian trixie's) if missing",
+    )
+    provision.set_defaults(handler=_run_cosign)
+
+
+def _run_cosign(args: argparse.Namespace) -> int:
+    print(ensure_cosign())
+    return 0

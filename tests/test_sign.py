@@ -495,6 +495,25 @@ public_key = "{public_key}"
                 "smoke",
             ]
 
+        # 6. `pipeline smoke --require-signature` verifies first, then tests exactly the verified digest.
+        smoke_json = tmp_path / "smoke.json"
+        smoked = run_pipeline(
+            project,
+            "smoke",
+            "--require-signature",
+            "--registry",
+            "private",
+            "--platform",
+            "linux/amd64",
+            "--json",
+            str(smoke_json),
+            env=env,
+        )
+        outputs.append(smoked.stdout + smoked.stderr)
+        assert smoked.returncode == 0, outputs[-1][-2000:]
+        targets = json.loads(smoke_json.read_text())["targets"]
+        assert [t["reference"] for t in targets] == [f"{private_repo}@{digest}"]
+
     # The key, its password and the registry password are on no command line, in no log, report or layer.
     recorded = argv_log.read_text()
     assert f"env://{KEY_ENV}" in recorded and "attest" in recorded
@@ -517,7 +536,7 @@ public_key = "{public_key}"
         for path in storage:
             assert secret.encode() not in path.read_bytes(), f"a secret is stored in the registry at {path}"
 
-    # 6. A second image pushed under the same tag without signing fails verification, naming the check.
+    # 7. A second image pushed under the same tag without signing fails verification, naming the check.
     subprocess.run(
         ["docker", "buildx", "imagetools", "create", "-t", f"{private_repo}:1.2.3", base_image],
         check=True,
@@ -525,23 +544,31 @@ public_key = "{public_key}"
     )
     unsigned = run_pipeline(project, "verify", f"{private_repo}:1.2.3", env=env)
     assert unsigned.returncode != 0
-    assert "signature check failed" in unsigned.stderr.splitlines()[-1], unsigned.stderr
+    assert "signature check failed: cosign verify: no signatures found" in unsigned.stderr, unsigned.stderr
+    refused_smoke = run_pipeline(project, "smoke", "--require-signature", "--registry", "private", env=env)
+    assert refused_smoke.returncode != 0 and "refusing to run an unverified image" in refused_smoke.stderr
+    assert "signature check failed" in refused_smoke.stderr and "passed" not in refused_smoke.stdout
     other = private.manifest_digest(f"{namespace}/{IMAGE}", "1.2.3")
     assert other is not None and other != digest
 
-    # 7. A signature made for another digest, copied to this one's signature tag, is refused.
+    # 8. A signature made for another digest, copied to this one's signature tag, is refused.
     repository = f"{namespace}/{IMAGE}"
     sig = private.get_manifest(repository, signature_tag(digest, "sig"))
     private.put_manifest(repository, signature_tag(other, "sig"), sig)
     copied = run_pipeline(project, "verify", f"{private_repo}@{other}", env=env)
-    assert copied.returncode != 0 and "signature check failed" in copied.stderr, copied.stderr
+    assert copied.returncode != 0
+    assert (
+        "signature check failed: cosign verify: no matching signatures: invalid or missing digest in claim"
+        in copied.stderr
+    )
 
-    # 8. A tampered attestation fails the attestation check (in the authenticated registry).
+    # 9. A tampered attestation fails the attestation check (in the authenticated registry).
     _tamper_attestation(hub, repository, digest)
     tampered = run_pipeline(project, "verify", f"{hub_repo}@{digest}", env=env)
-    assert tampered.returncode != 0 and "attestation check failed" in tampered.stderr, tampered.stderr
+    assert tampered.returncode != 0
+    assert "attestation check failed: cosign verify-attestation: no matching attestations" in tampered.stderr
 
-    # 9. A validly signed attestation that leaves out a platform fails the platforms check.
+    # 10. A validly signed attestation that leaves out a platform fails the platforms check.
     predicate = json.loads(json.dumps(statement["predicate"]))
     del predicate["platforms"]["linux/arm64"]
     predicate_file = tmp_path / "partial.json"
