@@ -81,6 +81,10 @@ def dry_run(config: LoadedConfig, plan: Plan) -> ReleaseReport:
         for registry in plan.registries:
             for platform in image_plan.platforms:
                 print(f"would pull and smoke-test {registry.name} {platform}")
+        if config.pipeline.sign.method is not None:
+            print(
+                f"then would sign it ({config.pipeline.sign.method}) and attest its smoke results everywhere"
+            )
         for registry in plan.registries:
             print(f"then would tag in {registry.name}: {', '.join(image_plan.tags)}")
     report.finish("dry-run")

@@ -261,18 +261,17 @@ class Signer:
         # os.environ at call time: the run's throwaway DOCKER_CONFIG (registry logins) is set there.
         return {**os.environ, **self._env}
 
-    def sign(self, reference: str, insecure: bool) -> None:
-        args = sign_args(
+    def sign_command(self, reference: str, insecure: bool) -> list[str]:
+        return sign_args(
             self.method,
             reference,
             key_env=self.settings.key_env,
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
         )
-        run_cosign(self.cosign, args, self.env(), f"signing {reference}")
 
-    def attest(self, reference: str, predicate: Path, insecure: bool) -> None:
-        args = attest_args(
+    def attest_command(self, reference: str, predicate: Path, insecure: bool) -> list[str]:
+        return attest_args(
             self.method,
             reference,
             predicate,
@@ -280,6 +279,12 @@ class Signer:
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
         )
+
+    def sign(self, reference: str, insecure: bool) -> None:
+        run_cosign(self.cosign, self.sign_command(reference, insecure), self.env(), f"signing {reference}")
+
+    def attest(self, reference: str, predicate: Path, insecure: bool) -> None:
+        args = self.attest_command(reference, predicate, insecure)
         run_cosign(self.cosign, args, self.env(), f"attesting {reference}")
 
 

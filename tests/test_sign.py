@@ -125,6 +125,18 @@ def test_keyless_outside_github_actions_is_one_line(tmp_path: Path) -> None:
         signer_for(config, {})
 
 
+def test_keyless_on_github_actions_signs_with_the_ambient_token(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'method = "keyless"\nidentity = "^https://github.com/acme/"')
+    environ = {"GITHUB_ACTIONS": "true", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.invalid/"}
+    signer = signer_for(config, environ)
+    assert signer is not None and signer.method == "keyless"
+    reference = f"ghcr.io/acme/app@{DIGEST}"
+    assert signer.sign_command(reference, False) == ["sign", "--yes", reference]
+    attest = signer.attest_command(reference, Path("p.json"), False)
+    assert "--key" not in attest and "--tlog-upload=false" not in attest
+    assert set(signer.env()) == set(os.environ)  # no secret of ours: cosign reads GitHub's token itself
+
+
 @pytest.fixture(scope="module")
 def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     """A real cosign key pair: (private key PEM, its password, public key file)."""
