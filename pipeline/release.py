@@ -41,7 +41,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
-from pipeline.sign import require_signed_digests, sign_tested, signer_for
+from pipeline.sign import require_signed_digests, sign_tested, start_signer
 from pipeline.smoke import SmokeTarget, run_smoke
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,9 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
-    signer = None if no_push else signer_for(config, environ)  # no key, wrong password: before any build
+    pending_signer = start_signer(config, environ) if not no_push else None  # checks the variables now
     status = ensure_engine()
+    signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
         make_plan(

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -66,46 +66,35 @@ _TRANSIENT = (
 # --- provisioning ----------------------------------------------------------------------------------------
 
 
-def _runs(binary: str) -> bool:
-    try:
-        return (
-            subprocess.run([binary, "version"], capture_output=True, timeout=30, check=False).returncode == 0
-        )
-    except OSError:
-        return False
-
-
 @functools.cache
 def ensure_cosign() -> str:
-    """The cosign binary: `$PIPELINE_COSIGN`, else cosign on PATH, else Debian trixie's, unpacked privately."""
+    """The cosign binary: `$PIPELINE_COSIGN`, else cosign on PATH, else Debian trixie's, unpacked privately
+    (provision/cosign.sh, which checks that it runs)."""
     explicit = os.environ.get(COSIGN_OVERRIDE)
     if explicit:
-        if not _runs(explicit):
-            raise SignError(
-                f"{COSIGN_OVERRIDE}={explicit} does not run `cosign version`; point it at cosign 2.x"
-            )
+        if not os.access(explicit, os.X_OK):
+            raise SignError(f"{COSIGN_OVERRIDE}={explicit} is not an executable file; point it at cosign 2.x")
         return explicit
     found = shutil.which("cosign")
-    if found and _runs(found):
+    if found:
         return found
     from pipeline.registry import state_home
 
+    directory = state_home() / "cosign"
+    provisioned = directory / "root/usr/bin/cosign"
+    if os.access(provisioned, os.X_OK):
+        return str(provisioned)
     script = resources.files("pipeline").joinpath("provision/cosign.sh")
     with resources.as_file(script) as path:
         result = subprocess.run(
-            ["bash", str(path), str(state_home() / "cosign")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+            ["bash", str(path), str(directory)], capture_output=True, text=True, timeout=600, check=False
         )
     for line in result.stderr.splitlines():
         log.info("%s", line)
-    binary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    if result.returncode != 0 or not binary or not _runs(binary):
+    if result.returncode != 0 or not os.access(provisioned, os.X_OK):
         last = (result.stderr.strip().splitlines() or ["no detail"])[-1]
         raise SignError(f"[sign] needs cosign 2.x, which is not on PATH and could not be provisioned: {last}")
-    return binary
+    return str(provisioned)
 
 
 # --- cosign command lines (pure) --------------------------------------------------------------------------
@@ -222,7 +211,9 @@ class _CosignFailed(SignError):
         self.transient = transient
 
 
-def run_cosign(cosign: str, args: Sequence[str], env: Mapping[str, str], what: str) -> str:
+def run_cosign(
+    cosign: str, args: Sequence[str], env: Mapping[str, str], what: str, *, retry: bool = True
+) -> str:
     """Run cosign (retrying registry hiccups with backoff); its stdout, or a SignError with its last error."""
 
     def once() -> str:
@@ -238,6 +229,8 @@ def run_cosign(cosign: str, args: Sequence[str], env: Mapping[str, str], what: s
             raise _CosignFailed(f"{what}: {detail}", transient)
         return result.stdout
 
+    if not retry:
+        return once()
     return with_retries(once, what, is_transient=lambda e: isinstance(e, _CosignFailed) and e.transient)
 
 
@@ -291,9 +284,15 @@ class Signer:
 def signer_for(config: LoadedConfig, environ: Mapping[str, str]) -> Signer | None:
     """The signer `[sign]` asks for, after checking the key opens with its password (or that keyless can
     get a token): one line, before anything is built. None when signing is off."""
+    return start_signer(config, environ)()
+
+
+def start_signer(config: LoadedConfig, environ: Mapping[str, str]) -> Callable[[], Signer | None]:
+    """`signer_for` in two halves: the variables are checked now; provisioning cosign and opening the key
+    run in a thread, so that they overlap the engine check. Call the result to wait (it raises the error)."""
     settings = config.pipeline.sign
     if settings.method is None:
-        return None
+        return lambda: None
     where = f"{config.path}: [sign]"
     if settings.method == "keyless":
         if not (on_actions(environ) and environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")):
@@ -301,7 +300,7 @@ def signer_for(config: LoadedConfig, environ: Mapping[str, str]) -> Signer | Non
                 f'{where} method = "keyless" needs GitHub Actions with `permissions: id-token: write` (no OIDC '
                 'token here); use method = "key" with key_env/password_env elsewhere'
             )
-        return Signer(ensure_cosign(), settings, {})
+        return _in_background(lambda: Signer(ensure_cosign(), settings, {}))
     assert settings.key_env is not None and settings.password_env is not None
     if not environ.get(settings.key_env):
         raise SignError(
@@ -317,9 +316,20 @@ def signer_for(config: LoadedConfig, environ: Mapping[str, str]) -> Signer | Non
     if on_actions(environ):  # before anything could print them; a PEM is masked line by line
         for line in {*environ[settings.key_env].splitlines(), environ[settings.password_env]} - {""}:
             print(f"::add-mask::{line}")
-    signer = Signer(ensure_cosign(), settings, secrets)
-    _check_key_opens(signer, where)
-    return signer
+
+    def ready() -> Signer:
+        signer = Signer(ensure_cosign(), settings, secrets)
+        _check_key_opens(signer, where)
+        return signer
+
+    return _in_background(ready)
+
+
+def _in_background(work: Callable[[], Signer]) -> Callable[[], Signer | None]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sign-preflight")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def _check_key_opens(signer: Signer, where: str) -> None:
@@ -327,7 +337,11 @@ def _check_key_opens(signer: Signer, where: str) -> None:
     key_env, password_env = signer.settings.key_env, signer.settings.password_env
     try:
         run_cosign(
-            signer.cosign, ["public-key", "--key", f"env://{key_env}"], signer.env(), "checking the key"
+            signer.cosign,
+            ["public-key", "--key", f"env://{key_env}"],
+            signer.env(),
+            "checking the key",
+            retry=False,  # nothing here talks to a registry
         )
     except SignError as error:
         text = str(error).lower()
@@ -410,21 +424,29 @@ def sign_everywhere(
 ) -> list[SignRecord]:
     """Sign (and attest) `digest` in every registry, in parallel; every outcome is returned, none raised."""
 
-    def one(item: tuple[RegistryConfig, str]) -> SignRecord:
-        registry, repository = item
-        record = SignRecord(registry.name, f"{repository}@{digest}")
+    records = [SignRecord(registry.name, f"{repository}@{digest}") for registry, repository in repositories]
+
+    def sign(record: SignRecord, registry: RegistryConfig, repository: str) -> None:
         try:
             signer.sign(record.reference, registry.insecure)
             record.signature = f"{repository}:{signature_tag(digest, 'sig')}"
-            if predicate is not None:
-                signer.attest(record.reference, predicate, registry.insecure)
-                record.attestation = f"{repository}:{signature_tag(digest, 'att')}"
         except PipelineError as error:
-            record.error = str(error)
-        return record
+            record.error = record.error or str(error)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(repositories))) as pool:
-        return list(pool.map(one, repositories))
+    def attest(record: SignRecord, registry: RegistryConfig, repository: str, predicate: Path) -> None:
+        try:
+            signer.attest(record.reference, predicate, registry.insecure)
+            record.attestation = f"{repository}:{signature_tag(digest, 'att')}"
+        except PipelineError as error:
+            record.error = record.error or str(error)
+
+    # Signature and attestation live under different tags: all of them at once (cosign mostly waits).
+    with ThreadPoolExecutor(max_workers=max(1, 2 * len(repositories))) as pool:
+        for record, (registry, repository) in zip(records, repositories, strict=True):
+            pool.submit(sign, record, registry, repository)
+            if predicate is not None:
+                pool.submit(attest, record, registry, repository, predicate)
+    return records
 
 
 def sign_tested(
