@@ -169,10 +169,6 @@ def test_no_key_and_wrong_password_fail_in_one_line_before_the_engine(
             {KEY_ENV: key, PASSWORD_ENV: "wrong"},
             f"the password in {PASSWORD_ENV} does not open the key in {KEY_ENV}",
         ),
-        (
-            {KEY_ENV: "not a key", PASSWORD_ENV: password},
-            f"{KEY_ENV} does not hold a usable cosign private key",
-        ),
     ]
     for env, expected in cases:
         clean = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, PASSWORD_ENV)}
@@ -190,6 +186,9 @@ def test_no_key_and_wrong_password_fail_in_one_line_before_the_engine(
         # Before the engine, the registries and the build (a missing context would fail there otherwise).
         assert "missing-context" not in result.stderr and not (project / "release.json").exists()
         assert password not in result.stderr + result.stdout and "PRIVATE KEY" not in result.stderr
+    # Not a key at all: the same check, in process (the command line path is the one above).
+    with pytest.raises(SignError, match=f"{KEY_ENV} does not hold a usable cosign private key"):
+        signer_for(load_config(project / "pipeline.toml"), {KEY_ENV: "not a key", PASSWORD_ENV: password})
 
 
 # --- the predicate and the verification rules (pure) ------------------------------------------------------
