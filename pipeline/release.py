@@ -123,9 +123,9 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
-    pending_signer = start_signer(config, environ) if not no_push else None  # checks the variables now
+    # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
+    pending_signer = start_signer(config, environ) if not no_push else None
     status = ensure_engine()
-    signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
         make_plan(
@@ -149,6 +149,7 @@ def release(
                 login_all(registries, environ)
             if digests and (require_signature or config.pipeline.sign.require):
                 require_signed_digests(config, digests, registries, environ)
+            signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
             for image_plan in plan.images:
                 digest = _build_push_and_smoke(

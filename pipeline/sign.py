@@ -117,22 +117,31 @@ def _signing_flags(method: Method, key_env: str | None, tlog_upload: bool) -> li
     return []
 
 
+def _references(references: str | Sequence[str]) -> list[str]:
+    return [references] if isinstance(references, str) else list(references)
+
+
 def sign_args(
-    method: Method, reference: str, *, key_env: str | None, tlog_upload: bool, insecure: bool
+    method: Method,
+    references: str | Sequence[str],
+    *,
+    key_env: str | None,
+    tlog_upload: bool,
+    insecure: bool,
 ) -> list[str]:
-    """`cosign sign` for one digest reference; the key comes by variable name, never by value."""
+    """`cosign sign` for digest references (one per registry); the key comes by variable name, never by value."""
     return [
         "sign",
         "--yes",
         *_signing_flags(method, key_env, tlog_upload),
         *_registry_flags(insecure),
-        reference,
+        *_references(references),
     ]
 
 
 def attest_args(
     method: Method,
-    reference: str,
+    references: str | Sequence[str],
     predicate: Path,
     *,
     key_env: str | None,
@@ -150,7 +159,7 @@ def attest_args(
         str(predicate),
         *_signing_flags(method, key_env, tlog_upload),
         *_registry_flags(insecure),
-        reference,
+        *_references(references),
     ]
 
 
@@ -254,31 +263,32 @@ class Signer:
         # os.environ at call time: the run's throwaway DOCKER_CONFIG (registry logins) is set there.
         return {**os.environ, **self._env}
 
-    def sign_command(self, reference: str, insecure: bool) -> list[str]:
+    def sign_command(self, references: str | Sequence[str], insecure: bool) -> list[str]:
         return sign_args(
             self.method,
-            reference,
+            references,
             key_env=self.settings.key_env,
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
         )
 
-    def attest_command(self, reference: str, predicate: Path, insecure: bool) -> list[str]:
+    def attest_command(self, references: str | Sequence[str], predicate: Path, insecure: bool) -> list[str]:
         return attest_args(
             self.method,
-            reference,
+            references,
             predicate,
             key_env=self.settings.key_env,
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
         )
 
-    def sign(self, reference: str, insecure: bool) -> None:
-        run_cosign(self.cosign, self.sign_command(reference, insecure), self.env(), f"signing {reference}")
+    def sign(self, references: str | Sequence[str], insecure: bool) -> None:
+        what = f"signing {', '.join(_references(references))}"
+        run_cosign(self.cosign, self.sign_command(references, insecure), self.env(), what)
 
-    def attest(self, reference: str, predicate: Path, insecure: bool) -> None:
-        args = self.attest_command(reference, predicate, insecure)
-        run_cosign(self.cosign, args, self.env(), f"attesting {reference}")
+    def attest(self, references: str | Sequence[str], predicate: Path, insecure: bool) -> None:
+        what = f"attesting {', '.join(_references(references))}"
+        run_cosign(self.cosign, self.attest_command(references, predicate, insecure), self.env(), what)
 
 
 def signer_for(config: LoadedConfig, environ: Mapping[str, str]) -> Signer | None:
@@ -422,8 +432,33 @@ def sign_everywhere(
     digest: str,
     predicate: Path | None,
 ) -> list[SignRecord]:
-    """Sign (and attest) `digest` in every registry, in parallel; every outcome is returned, none raised."""
+    """Sign (and attest) `digest` in every registry; every outcome is returned, none raised.
 
+    One cosign run signs every registry at once, and one attests (a key decryption and a process each, the
+    two at the same time); when either fails, every registry is done on its own (signing again is
+    idempotent) so that the report says what was signed where."""
+    groups: dict[bool, list[str]] = {}  # registries with the same `insecure` share a cosign run
+    for registry, repository in repositories:
+        groups.setdefault(registry.insecure, []).append(f"{repository}@{digest}")
+    with ThreadPoolExecutor(max_workers=2 * len(groups) or 1) as pool:
+        runs = [pool.submit(signer.sign, references, insecure) for insecure, references in groups.items()]
+        if predicate is not None:
+            runs += [
+                pool.submit(signer.attest, references, predicate, insecure)
+                for insecure, references in groups.items()
+            ]
+    failed = next((run.exception() for run in runs if run.exception() is not None), None)
+    if failed is None:
+        return [
+            SignRecord(
+                registry.name,
+                f"{repository}@{digest}",
+                signature=f"{repository}:{signature_tag(digest, 'sig')}",
+                attestation=f"{repository}:{signature_tag(digest, 'att')}" if predicate is not None else None,
+            )
+            for registry, repository in repositories
+        ]
+    log.warning("signing everywhere at once failed (%s); signing registry by registry", failed)
     records = [SignRecord(registry.name, f"{repository}@{digest}") for registry, repository in repositories]
 
     def sign(record: SignRecord, registry: RegistryConfig, repository: str) -> None:

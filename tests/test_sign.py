@@ -40,7 +40,7 @@ from pipeline.sign import (
 )
 from tests.fixtures.faultproxy import ProxyFactory
 from tests.fixtures.registries import TestRegistry
-from tests.test_release import IMAGE, make_project, run_pipeline
+from tests.test_release import IMAGE, git, make_project, run_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 AMD, ARM = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -152,17 +152,21 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     return (directory / "cosign.key").read_text(), password, directory / "cosign.pub"
 
 
-def test_no_key_and_wrong_password_fail_in_one_line_before_the_engine(
-    tmp_path: Path, key_pair: tuple[str, str, Path]
+@pytest.mark.engine
+def test_no_key_or_a_wrong_password_fails_in_one_line_before_the_build(
+    tmp_path: Path, key_pair: tuple[str, str, Path], open_registry: TestRegistry
 ) -> None:
     key, password, _ = key_pair
     project = tmp_path / "project"
     project.mkdir()
     (project / "pipeline.toml").write_text(
         f'[[images]]\nname = "acme/app"\ncontext = "missing-context"\n\n'
-        f'[[registries]]\nname = "r"\nurl = "127.0.0.1:1/ns"\n\n'
+        f'[[registries]]\nname = "r"\nurl = "{open_registry.url}/sign-preflight"\n\n'
         f'[sign]\nmethod = "key"\nkey_env = "{KEY_ENV}"\npassword_env = "{PASSWORD_ENV}"\n'
     )
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "app")
     cases = [
         ({PASSWORD_ENV: password}, f"environment variable {KEY_ENV} is not set"),
         (
@@ -175,6 +179,7 @@ def test_no_key_and_wrong_password_fail_in_one_line_before_the_engine(
         result = subprocess.run(
             [sys.executable, "-m", "pipeline", "--config", str(project / "pipeline.toml"), "release"],
             env={**clean, **env},
+            cwd=project,
             capture_output=True,
             text=True,
             check=False,
@@ -183,8 +188,14 @@ def test_no_key_and_wrong_password_fail_in_one_line_before_the_engine(
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert "Traceback" not in result.stderr and "building" not in result.stderr
         assert expected in line and "[sign]" in line
-        # Before the engine, the registries and the build (a missing context would fail there otherwise).
-        assert "missing-context" not in result.stderr and not (project / "release.json").exists()
+        # Before the build: the missing context would fail there otherwise.
+        assert "missing-context" not in result.stderr
+        report = project / "release.json"
+        if report.exists():  # the wrong password is found while the registries are checked, before the build
+            assert json.loads(report.read_text())["images"] == []
+            report.unlink()
+        else:
+            assert "environment variable" in line  # a missing variable is found before anything else
         assert password not in result.stderr + result.stdout and "PRIVATE KEY" not in result.stderr
     # Not a key at all: the same check, in process (the command line path is the one above).
     with pytest.raises(SignError, match=f"{KEY_ENV} does not hold a usable cosign private key"):
