@@ -789,6 +789,15 @@ def require_signed_targets(
     ]
 
 
+def verified_if_required(targets: Sequence[SmokeTarget], args: argparse.Namespace) -> list[SmokeTarget]:
+    """`pipeline smoke`: with --require-signature, or `[sign] require` for the config's images, every image
+    is verified first and its verified digest tested; otherwise the targets as they are."""
+    config = optional_config(args.config) if args.require_signature or not args.references else None
+    if not (args.require_signature or (config is not None and config.pipeline.sign.require)):
+        return list(targets)
+    return require_signed_targets(targets, config, args.key)
+
+
 def optional_config(path: Path | None) -> LoadedConfig | None:
     """The config at PATH, else the one in the cwd if any: `verify` and `smoke REF` work without one."""
     if path is not None:

@@ -1241,10 +1241,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handle(args: argparse.Namespace) -> int:
     targets, timeout = _targets_from_args(args)
-    if args.require_signature:
-        from pipeline.sign import optional_config, require_signed_targets
+    from pipeline.sign import verified_if_required
 
-        targets = require_signed_targets(targets, optional_config(args.config), args.key)
+    targets = verified_if_required(targets, args)
     console = Console(stderr=True)
     report = run_smoke(
         targets,

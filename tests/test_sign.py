@@ -617,3 +617,19 @@ public_key = "{public_key}"
     missing = run_pipeline(project, "verify", f"{private_repo}@{digest}", env=env)
     assert missing.returncode != 0
     assert "platforms check failed: linux/arm64 is missing" in missing.stderr, missing.stderr
+
+
+def test_smoke_verifies_first_only_when_asked_or_required(tmp_path: Path) -> None:
+    import argparse
+
+    from pipeline.sign import verified_if_required
+    from pipeline.smoke import SmokeTarget
+
+    targets = [SmokeTarget("acme/app", "r", f"127.0.0.1:1/acme/app@{DIGEST}", "linux/amd64", None)]
+    config = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"')
+    args = argparse.Namespace(config=config.path, references=[], require_signature=False, key=None)
+    assert verified_if_required(targets, args) == targets  # nothing asked: nothing verified
+    required = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"\nrequire = true')
+    args = argparse.Namespace(config=required.path, references=[], require_signature=False, key=None)
+    with pytest.raises(ConfigError, match="no public key to verify with"):
+        verified_if_required(targets, args)  # [sign] require = true asks for it, and says what is missing
