@@ -202,6 +202,9 @@ class LocalRegistryConfig(_Strict):
 
 class BuildConfig(_Strict):
     cache: Literal["auto", "gha", "registry", "inline", "local", "none"] = "auto"
+    builder: str | None = Field(
+        default=None, description="an existing buildx builder to build with (any driver); default: chosen"
+    )
     provenance: bool | None = None
     sbom: bool | None = None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.build import build, spec_for
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.dockerconfig import isolated_docker_config
 from pipeline.engine import (
     STAND_IN_DESCRIPTION,
     STAND_IN_LABEL,
@@ -27,6 +28,7 @@ from pipeline.engine import (
     offline_base_in_use,
     offline_base_notice,
     stand_in_bases,
+    stand_in_refusal,
 )
 from pipeline.errors import PipelineError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
@@ -34,7 +36,6 @@ from pipeline.plan import ImagePlan, Plan, make_plan
 from pipeline.publish import (
     adopt_pushed,
     check_registries,
-    isolated_docker_config,
     login_all,
     promote,
     push_everywhere,
@@ -125,7 +126,7 @@ def release(
         return report
     # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
     pending_signer = start_signer(config, environ) if not no_push else None
-    status = ensure_engine()
+    status = ensure_engine(builder=config.pipeline.build.builder)
     registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
     plan = _only(
         make_plan(
@@ -143,6 +144,8 @@ def release(
     if stand_in:
         log.warning(offline_base_notice())
     try:
+        if stand_in and not no_push:
+            _refuse_stand_in_pushes(config, plan, registries, digests or {})
         with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
                 check_registries(registries, environ)
@@ -163,6 +166,7 @@ def release(
                     no_push,
                     environ,
                     (digests or {}).get(image_plan.name),
+                    status.builder,
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
@@ -192,6 +196,27 @@ def release(
     return report
 
 
+def _refuse_stand_in_pushes(
+    config: LoadedConfig,
+    plan: Plan,
+    registries: tuple[RegistryConfig, ...],
+    digests: Mapping[str, str],
+) -> None:
+    """Before any push: an image built on the offline stand-in goes to loopback registries only."""
+    hosts = {registry.name: registry.host for registry in registries}
+    for image_plan in plan.images:
+        if image_plan.name in digests:
+            continue  # built and pushed elsewhere (fan-out): its base is not this engine's
+        image = config.image(image_plan.name)
+        if not config.dockerfile_path(image).is_file():
+            continue  # spec_for names the missing Dockerfile
+        refusal = stand_in_refusal(
+            image.name, stand_in_bases(config.dockerfile_path(image), image.build_args), hosts
+        )
+        if refusal is not None:
+            raise PipelineError(refusal)
+
+
 def _only(plan: Plan, images: list[str] | None) -> Plan:
     if not images:
         return plan
@@ -213,6 +238,7 @@ def _build_push_and_smoke(
     no_push: bool,
     environ: Mapping[str, str],
     existing_digest: str | None,
+    builder: str | None = None,
 ) -> str:
     """Everything before promotion for one image; returns the tested index digest."""
     image = config.image(image_plan.name)
@@ -243,6 +269,7 @@ def _build_push_and_smoke(
             extra_build_args=_build_args(plan),
             registries=registries,
             writable_cache_registry=bool(config.pipeline.registries),
+            builder=builder,
         )
         step = time.monotonic()
         built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)

@@ -166,7 +166,7 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
             )
     for outcome in report.images:
         for registry, record in outcome.signing.items():
-            console.print(f"signed {outcome.name} in {registry}: {signing_line(record)}")
+            console.print(f"signing {outcome.name} in {registry}: {signing_line(record)}")
     if report.failure:
         console.print(f"[bold red]not promoted:[/] {report.failure}")
 
