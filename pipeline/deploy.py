@@ -41,8 +41,9 @@ from pipeline.config import (
     UpdatePolicy,
     load_config,
 )
+from pipeline.dockerconfig import isolated_docker_config
 from pipeline.errors import ConfigError, DeployError, RegistryError
-from pipeline.publish import _repository_path, isolated_docker_config, login_all, registry_client
+from pipeline.publish import _repository_path, login_all, registry_client
 from pipeline.registry import planned_registries
 from pipeline.report import short_digest, wide_console
 
