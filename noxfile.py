@@ -19,6 +19,11 @@ def _provision_engine(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "engine", "up")
 
 
+def _provision_cosign(session: nox.Session) -> None:
+    # The signing tests and bench run the cosign CLI; `release` provisions it itself when [sign] is set.
+    session.run("python", "-m", "pipeline", "-q", "cosign")
+
+
 def _offline_base_for_tests(session: nox.Session) -> None:
     # This project's own tests and benchmarks run on offline hosts whose `FROM alpine` must resolve: they opt
     # in to the busybox stand-in (set up only on an engine the pipeline installed; never for `nox -s release`).
@@ -64,6 +69,7 @@ def tests(session: nox.Session) -> None:
     _offline_base_for_tests(session)
     _ensure_debian_tool(session, "shellcheck")  # the GitHub lint tests run it
     _provision_engine(session)
+    _provision_cosign(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
@@ -102,4 +108,13 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     _offline_base_for_tests(session)
     _provision_engine(session)
+    _provision_cosign(session)
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Roll the tested digest (release.json, or --digest IMAGE=sha256:...) out to Docker Swarm ([[deploy]])."""
+    session.install("-e", ".")
+    # No engine provisioning here: deploy talks to the swarm manager DOCKER_HOST names, never a local setup.
+    session.run("python", "-m", "pipeline", "deploy", *session.posargs)

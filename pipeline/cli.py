@@ -29,6 +29,9 @@ COMMANDS = {
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
+    "verify": "pipeline.sign",
+    "cosign": "pipeline.sign",
+    "deploy": "pipeline.deploy",
 }
 
 log = logging.getLogger("pipeline")

@@ -43,6 +43,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
+from pipeline.sign import require_signed_digests, sign_tested, start_signer
 from pipeline.smoke import SmokeTarget, run_smoke
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ def dry_run(config: LoadedConfig, plan: Plan) -> ReleaseReport:
         for registry in plan.registries:
             for platform in image_plan.platforms:
                 print(f"would pull and smoke-test {registry.name} {platform}")
+        if config.pipeline.sign.method is not None:
+            print(
+                f"then would sign it ({config.pipeline.sign.method}) and attest its smoke results everywhere"
+            )
         for registry in plan.registries:
             print(f"then would tag in {registry.name}: {', '.join(image_plan.tags)}")
     report.finish("dry-run")
@@ -99,6 +104,7 @@ def release(
     report_path: Path | None = DEFAULT_REPORT,
     environ: Mapping[str, str] | None = None,
     digests: Mapping[str, str] | None = None,
+    require_signature: bool = False,
 ) -> ReleaseReport:
     """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out."""
     environ = os.environ if environ is None else environ
@@ -119,6 +125,8 @@ def release(
         report = dry_run(config, _only(plan, images))
         write_github_outputs(report, environ)
         return report
+    # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
+    pending_signer = start_signer(config, environ) if not no_push else None
     status = ensure_engine(
         builder=config.pipeline.build.builder,
         platforms=engine_platforms(config, images) or REQUIRED_PLATFORMS,
@@ -146,6 +154,9 @@ def release(
             if not no_push:
                 check_registries(registries, environ)
                 login_all(registries, environ)
+            if digests and (require_signature or config.pipeline.sign.require):
+                require_signed_digests(config, digests, registries, environ)
+            signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
             for image_plan in plan.images:
                 digest = _build_push_and_smoke(
@@ -163,6 +174,10 @@ def release(
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
+            if signer is not None:  # signed and attested in every registry, or no tag moves
+                step = time.monotonic()
+                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
+                report.add_timing("sign", time.monotonic() - step)
             if not no_push:
                 step = time.monotonic()
                 for image_plan, digest in tested:
@@ -350,6 +365,7 @@ def _run(args: argparse.Namespace) -> int:
         dry=args.dry_run,
         report_path=None if args.dry_run else args.report,
         digests=_parse_digests(config, args.digest or []),
+        require_signature=args.require_signature,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -386,5 +402,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         metavar="IMAGE=sha256:...",
         help="release this already pushed index (from `pipeline merge`) instead of building; repeatable",
+    )
+    parser.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="with --digest: verify each index's signature and smoke attestation in every registry first",
     )
     parser.set_defaults(handler=_run)
