@@ -7,7 +7,6 @@ same index digest everywhere, and no tag in any registry until the smoke tests p
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -27,7 +26,7 @@ from python_on_whales.exceptions import DockerException
 from pipeline.config import BuildConfig, ImageConfig, LoadedConfig, RegistryConfig
 from pipeline.errors import BuildError, ConfigError
 from pipeline.process import run_streaming
-from pipeline.retry import with_retries
+from pipeline.retry import TRANSIENT_DOCKER_MARKERS, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +151,6 @@ def cache_settings(
     return (), None
 
 
-_TRANSIENT_MARKERS = (
-    "500 internal server error",
-    "502 bad gateway",
-    "503 service unavailable",
-    "connection reset",
-    "connection refused",
-    "i/o timeout",
-    "tls handshake timeout",
-    "unexpected eof",
-)
-
-
-def is_transient_docker_error(error: BaseException) -> bool:
-    """A docker or buildx failure worth another try: the registry or the network failed, not the build."""
-    if not isinstance(error, DockerException):
-        return False
-    text = f"{error.stderr or ''} {error.stdout or ''} {error}".lower()
-    return any(marker in text for marker in _TRANSIENT_MARKERS)
-
-
 def is_transient_build_failure(error: BaseException) -> bool:
     """Like `is_transient_docker_error`, judged on buildx's own ERROR lines only: a RUN step that prints
     "connection refused" and then fails is the build's failure, not the registry's."""
@@ -180,7 +159,7 @@ def is_transient_build_failure(error: BaseException) -> bool:
     lines = (error.stderr or "").splitlines()
     errors = [line for line in lines if _BUILDX_ERROR.match(line)] or lines[-1:]
     text = "\n".join(errors).lower()
-    return any(marker in text for marker in _TRANSIENT_MARKERS)
+    return any(marker in text for marker in TRANSIENT_DOCKER_MARKERS)
 
 
 _BUILDX_ERROR = re.compile(r"^(?:#\d+ )?ERROR:? ")
@@ -347,26 +326,3 @@ def _csv_field(key: str, value: str) -> dict[str, str]:
     if "," not in value and '"' not in value:
         return {key: value}
     return {f'"{key}': value.replace('"', '""') + '"'}
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pipeline.publish import run_build_command
-
-    parser = subparsers.add_parser(
-        "build", help="build one image (all or one platform); with --push-by-digest, for native fan-out"
-    )
-    parser.add_argument("image", nargs="?", help="image name from the config (default: the only one)")
-    parser.add_argument(
-        "--platform", action="append", dest="platforms", help="build only this platform (repeatable)"
-    )
-    parser.add_argument(
-        "--push-by-digest", action="store_true", help="push to every registry by digest, tag nothing"
-    )
-    parser.add_argument(
-        "--digest-file", type=Path, help="write the pushed digest (JSON) here, for `pipeline merge`"
-    )
-    parser.add_argument("--load", action="store_true", help="load the result into the local engine")
-    parser.add_argument(
-        "--allow-dirty", action="store_true", help="push by digest from a tree with uncommitted changes"
-    )
-    parser.set_defaults(handler=run_build_command)

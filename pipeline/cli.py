@@ -23,8 +23,8 @@ from pipeline.errors import PipelineError
 COMMANDS = {
     "release": "pipeline.release",
     "plan": "pipeline.plan",
-    "build": "pipeline.build",
-    "merge": "pipeline.publish",
+    "build": "pipeline.fanout",
+    "merge": "pipeline.fanout",
     "smoke": "pipeline.smoke",
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",

@@ -40,10 +40,9 @@ from pathlib import Path
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
 
-from pipeline.build import is_transient_docker_error
 from pipeline.errors import EngineError
 from pipeline.registry import RegistryServer, registry_answers
-from pipeline.retry import with_retries
+from pipeline.retry import is_transient_docker_error, with_retries
 
 log = logging.getLogger(__name__)
 

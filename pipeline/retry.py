@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from python_on_whales.exceptions import DockerException
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -57,3 +59,24 @@ def with_retries(
             log.warning("retry %d/%d of %s in %.1fs: %s", attempt, policy.attempts - 1, what, wait, reason)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+# What a docker or buildx failure looks like when the registry or the network failed, not the build.
+TRANSIENT_DOCKER_MARKERS = (
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "connection reset",
+    "connection refused",
+    "i/o timeout",
+    "tls handshake timeout",
+    "unexpected eof",
+)
+
+
+def is_transient_docker_error(error: BaseException) -> bool:
+    """A docker or buildx failure worth another try: the registry or the network failed, not the build."""
+    if not isinstance(error, DockerException):
+        return False
+    text = f"{error.stderr or ''} {error.stdout or ''} {error}".lower()
+    return any(marker in text for marker in TRANSIENT_DOCKER_MARKERS)

@@ -3,6 +3,7 @@ real registry: a platform built on its own is the very image a single-job releas
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -70,3 +71,55 @@ def test_fan_out_gives_the_single_job_images(
     assert fan_index["annotations"]["org.opencontainers.image.version"] == "1.2.3"
     for key, value in fan_index["annotations"].items():
         assert single_index["annotations"][key] == value
+
+
+def _imports(path: Path) -> set[str]:
+    """The pipeline modules a module imports, lazily inside functions too (a cycle there is still a cycle),
+    but not under `if TYPE_CHECKING:` (never executed)."""
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for node in ast.walk(block)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("pipeline")}
+    return found
+
+
+def test_build_publish_engine_and_release_import_each_other_in_no_cycle() -> None:
+    """The commands (this module) sit on top; the classifier lives in retry, Credentials in registry."""
+    package = Path(__file__).resolve().parents[1] / "pipeline"
+    modules = {
+        ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package.rglob("*.py")
+    }
+    graph = {name: _imports(path) & set(modules) - {name} for name, path in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            current = todo.pop()
+            for following in graph[current] - seen:
+                if following == goal:
+                    return True
+                seen.add(following)
+                todo.append(following)
+        return False
+
+    for name in (
+        "pipeline.build",
+        "pipeline.publish",
+        "pipeline.engine",
+        "pipeline.release",
+        "pipeline.fanout",
+    ):
+        assert not reaches(name, name), f"{name} imports itself back through another module"

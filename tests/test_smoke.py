@@ -16,10 +16,9 @@ from xml.etree import ElementTree
 import pytest
 from python_on_whales import DockerClient
 
-from pipeline.build import is_transient_docker_error
 from pipeline.cli import main as cli_main
 from pipeline.publish import isolated_docker_config
-from pipeline.retry import with_retries
+from pipeline.retry import is_transient_docker_error, with_retries
 from pipeline.smoke import LABEL, SmokeReport, SmokeTarget, run_smoke
 from tests.fixtures.registries import TestRegistry
 
