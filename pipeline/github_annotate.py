@@ -1,11 +1,16 @@
 """The glue between GitHub Actions and the CLI, for `action.yml` and `.github/workflows/release.yml`.
 
-`python -m pipeline.github_annotate prepare`  validates the config (a `::error file=,line=::` on failure),
-    masks the registry passwords it names, applies the action's inputs (extra registries, which registries,
-    platforms) as a derived config beside the original, and gives its path as the step output `config`.
-`python -m pipeline.github_annotate run -- ARGS`  runs `python -m pipeline ARGS` and turns its lint findings
-    and its `error:` line into annotations on the file and line they name.
-`python -m pipeline.github_annotate matrix`  the fan-out matrix (image x platform -> native runner).
+`python -m pipeline.github_annotate prepare`  validates the config and the inputs (one `::error` naming the
+    file and line, or the input, on failure), masks the passwords and build secrets, applies the inputs
+    (registries, platforms, tags, labels, annotations, build args, target, cache, attestations, build secret
+    ids, registry-auths logins) as a derived config beside the original, and gives its path as the step
+    output `config`.
+`python -m pipeline.github_annotate run -- ARGS`  runs `python -m pipeline ARGS` (build secrets and logins
+    in its environment), streams both of its outputs, and turns its lint findings and its `error:` line into
+    annotations on the file and line they name.
+`python -m pipeline.github_annotate matrix`  the fan-out matrix (image x platform -> runner, per-call
+    artifact prefix).
+`python -m pipeline.github_annotate dry-run-outputs | labels-output`  outputs computed from the plan.
 
 Everything the workflows need from their inputs comes in through environment variables, never through
 `${{ }}` in a script, so that no input can inject shell.
