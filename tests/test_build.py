@@ -3,7 +3,11 @@ failed because a registry did is tried again."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -92,3 +96,34 @@ def test_build_retries_when_the_base_registry_fails_for_a_while(
     assert proxy.injected["503"] >= 1
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert retries and "manifests/1: 503" in retries[0], retries
+
+
+@pytest.mark.engine
+def test_build_secret_reaches_run_through_the_environment_only(
+    tmp_path: Path, base_image: str, docker_engine: DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = "s3cret-" + os.urandom(8).hex()  # a new one every run: no cached RUN can answer for it
+    monkeypatch.setenv("PIPELINE_BUILD_SECRET_NPM", value)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    spec = dataclasses.replace(
+        _context(
+            tmp_path,
+            f"FROM {base_image}\nARG EXPECTED\n"
+            'RUN --mount=type=secret,id=npm sha256sum /run/secrets/npm | grep -q "^$EXPECTED " && echo ok > /checked\n',
+        ),
+        build_args={"EXPECTED": digest},  # the secret's hash, so that the RUN can tell it got the right one
+        secrets=("id=npm,env=PIPELINE_BUILD_SECRET_NPM",),
+    )
+    built = build(spec, output_dir=tmp_path / "out", client=docker_engine)
+    assert built.layout is not None
+    layers = [blob for blob in (built.layout / "blobs" / "sha256").iterdir() if blob.is_file()]
+    # The RUN saw the secret (it compared it), and no layer holds it.
+    assert all(value.encode() not in _unpacked(blob) for blob in layers if _is_layer(blob))
+
+
+def _is_layer(blob: Path) -> bool:
+    return blob.read_bytes()[:2] == b"\x1f\x8b"  # gzip: a layer, not a JSON manifest or config
+
+
+def _unpacked(blob: Path) -> bytes:
+    return gzip.decompress(blob.read_bytes())
