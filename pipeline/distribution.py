@@ -32,11 +32,14 @@ from typing import Any
 import httpx
 
 from pipeline import __version__
+from pipeline.config import DOCKER_HUB_HOSTS
 from pipeline.errors import AuthError, RegistryError
 from pipeline.registry import Credentials
 from pipeline.retry import RetryPolicy, TransientError, with_retries
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: a push would drown the pipeline's own log lines.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -52,7 +55,6 @@ _MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Registries log it, and it tells our requests from the engine's pulls (the fault tests rely on that).
 USER_AGENT = f"image-pipeline/{__version__}"
-DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 # Where Docker reads a registry's CA (and client certificate): the engine's pulls and our pushes trust the same.
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 _CHUNK = 1024 * 1024
@@ -362,11 +364,11 @@ class RegistryClient:
             response = self._authorized(method, path, scope, body, headers or {})
             if response.status_code == 429:
                 wait = _retry_after(response)
-                log.warning(
-                    "registry %s rate-limited %s %s (429); Retry-After %s", self.name, method, path, wait
-                )
+                said = f"Retry-After {wait:g}s" if wait is not None else "no Retry-After"
+                # The retry's log line says it, with the wait honoured.
                 raise TransientError(
-                    f"registry {self.name}: {method} {path} answered 429 (rate limited)", retry_after=wait
+                    f"registry {self.name}: {method} {path} answered 429 (rate limited; {said})",
+                    retry_after=wait,
                 )
             if response.status_code >= 500:
                 raise TransientError(
@@ -505,7 +507,7 @@ class RegistryClient:
 
     def _auth_message(self, status: int, detail: str, scope: str) -> str:
         what = f" for {scope}" if scope else ""
-        if "insufficient_scope" in detail or (status == 403 and self.credentials is not None):
+        if self.credentials is not None and ("insufficient_scope" in detail or status == 403):
             return (
                 f"registry {self.name} ({self.host}) denied access{what} ({status}); the account may not "
                 "write there (on Docker Hub: push only under your own namespace)"

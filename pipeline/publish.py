@@ -23,7 +23,7 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from pipeline.build import BuiltImage
-from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.config import DOCKER_HUB_HOSTS, LoadedConfig, RegistryConfig, load_config
 from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
 from pipeline.errors import AuthError, ConfigError, RegistryError
 from pipeline.registry import Credentials
@@ -58,16 +58,13 @@ def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None 
         insecure=registry.insecure,
         name=registry.name,
         credential_variables=variables,
+        ca_file=registry.ca_file,
     )
 
 
 def docker_host(registry: RegistryConfig) -> str:
     """The server name `docker login` wants (Docker Hub's is the default one)."""
-    return (
-        "docker.io"
-        if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io")
-        else registry.host
-    )
+    return "docker.io" if registry.host in DOCKER_HUB_HOSTS else registry.host
 
 
 @contextlib.contextmanager
