@@ -337,7 +337,8 @@ class RegistryClient:
             raise TransientError(f"registry {self.name}: {method} {url}: {error or type(error).__name__}") from error
 
     def _certificate_message(self, error: BaseException) -> str:
-        reason = str(error).split("certificate verify failed:")[-1].strip(" )]") or "not trusted"
+        reason = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error)).split("certificate verify failed:")[-1]
+        reason = reason.strip(" )]") or "not trusted"
         where = f"{certs_dir(self.api_host)}/ca.crt"
         extra = f" (ca_file {self.ca_file} does not vouch for it)" if self.ca_file else ""
         return (
