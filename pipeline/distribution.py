@@ -392,12 +392,14 @@ class RegistryClient:
         url = self._url(path)
         sent_with = self._authorization(scope)
         response = self._exchange(method, url, headers, body, sent_with)
-        if response.status_code != 401:
-            return self._checked_forbidden(response, scope)
-        challenge = response.headers.get("www-authenticate", "")
-        if not self._renew(challenge, scope, sent_with):
-            raise AuthError(self._auth_message(401, challenge, scope))
-        response = self._exchange(method, url, headers, body, self._authorization(scope))
+        # A 401 teaches the auth scheme (when nothing was sent yet), then earns one fresh token.
+        renewals = 1 if sent_with is not None else 2
+        while response.status_code == 401 and renewals:
+            if not self._renew(response.headers.get("www-authenticate", ""), scope, sent_with):
+                break
+            renewals -= 1
+            sent_with = self._authorization(scope)
+            response = self._exchange(method, url, headers, body, sent_with)
         if response.status_code == 401:
             raise AuthError(self._auth_message(401, response.headers.get("www-authenticate", ""), scope))
         return self._checked_forbidden(response, scope)
