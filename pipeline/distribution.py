@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,28 @@ class _Token:
         return self.left(now) < self.lifetime * _REFRESH_SHARE
 
 
+@dataclass
+class _AuthState:
+    """What a registry asked for (its challenge) and the tokens it gave, per scope."""
+
+    challenge: tuple[str, dict[str, str]] | None = None
+    tokens: dict[str, _Token] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_auth_states: dict[tuple[str, str, str], _AuthState] = {}
+
+
+def _auth_state(host: str, credentials: Credentials | None) -> _AuthState:
+    """Shared by every client of one registry and account in the process: a release makes several clients
+    per registry, and a token outlives each of them (so it is reused, and refreshed when it runs out)."""
+    identity = ("", "")
+    if credentials is not None:
+        identity = (credentials.username, hashlib.sha256(credentials.password.encode()).hexdigest())
+    with _clients_lock:
+        return _auth_states.setdefault((host, *identity), _AuthState())
+
+
 # --- the client ----------------------------------------------------------------------------------------------
 
 
@@ -251,9 +273,7 @@ class RegistryClient:
         self.credentials = credentials
         self.insecure = insecure
         self.ca_file = ca_file
-        self._tokens: dict[str, _Token] = {}
-        self._token_lock = threading.Lock()
-        self._challenge: tuple[str, dict[str, str]] | None = None
+        self._auth = _auth_state(self.api_host, credentials)
         self._base: str | None = None
         self._base_lock = threading.Lock()
 
@@ -410,9 +430,9 @@ class RegistryClient:
         return response
 
     def _authorization(self, scope: str) -> str | None:
-        if self._challenge is None:
+        if self._auth.challenge is None:
             return None
-        kind, _ = self._challenge
+        kind, _ = self._auth.challenge
         if kind == "basic":
             return _basic_header(self.credentials) if self.credentials is not None else None
         return f"Bearer {self._token(scope).value}"
@@ -422,25 +442,25 @@ class RegistryClient:
         kind, params = _parse_challenge(challenge)
         if kind not in ("basic", "bearer") or (kind == "basic" and self.credentials is None):
             return False
-        with self._token_lock:
-            if self._challenge is None or self._challenge[0] != kind:
-                self._challenge = (kind, params)
+        with self._auth.lock:
+            if self._auth.challenge is None or self._auth.challenge[0] != kind:
+                self._auth.challenge = (kind, params)
                 return True
             if kind == "basic":
                 return sent_with is None  # a thread that raced the one that learnt the scheme
             if params.get("error") == "insufficient_scope":
                 return False
-            current = self._tokens.get(scope)
+            current = self._auth.tokens.get(scope)
             if current is None or f"Bearer {current.value}" != sent_with:
                 return True  # another thread learnt the scheme or renewed the token meanwhile
             log.info("registry %s refused the token for %s (401): fetching a new one once", self.name, scope or "/v2/")
-            self._tokens[scope] = self._fetch_token(scope)
+            self._auth.tokens[scope] = self._fetch_token(scope)
             return True
 
     def _token(self, scope: str) -> _Token:
-        with self._token_lock:
+        with self._auth.lock:
             now = time.monotonic()
-            token = self._tokens.get(scope)
+            token = self._auth.tokens.get(scope)
             if token is not None and not token.needs_refresh(now):
                 return token
             if token is not None:
@@ -451,14 +471,14 @@ class RegistryClient:
                     max(token.left(now), 0.0),
                     token.lifetime,
                 )
-            self._tokens[scope] = self._fetch_token(scope)
-            return self._tokens[scope]
+            self._auth.tokens[scope] = self._fetch_token(scope)
+            return self._auth.tokens[scope]
 
     def _fetch_token(self, scope: str) -> _Token:
-        assert self._challenge is not None
-        realm = self._challenge[1].get("realm", "")
+        assert self._auth.challenge is not None
+        realm = self._auth.challenge[1].get("realm", "")
         self._check_realm(realm)
-        query = {"service": self._challenge[1].get("service", "")}
+        query = {"service": self._auth.challenge[1].get("service", "")}
         if scope:
             query["scope"] = scope
         authorization = _basic_header(self.credentials) if self.credentials is not None else None

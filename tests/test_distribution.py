@@ -359,7 +359,7 @@ def test_hub_tokens_are_refreshed_before_they_expire_and_429s_are_waited_out(
     hub_factory: HubFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    hub = hub_factory(TokenPolicy(lifetime=2.0, throttle=0.1), throttle=0.1)
+    hub = hub_factory(TokenPolicy(lifetime=2, throttle=0.1), throttle=0.1)
     layout = write_oci_layout(tmp_path)
     client = RegistryClient(hub.url, hub.account, name="hub")
     client.ping()
@@ -473,7 +473,7 @@ def test_hub_token_service_speaks_oauth2_post_as_containerd_asks(hub_factory: Hu
         hub.tokens.realm,
         data={"grant_type": "refresh_token", "refresh_token": answer["refresh_token"], "service": form["service"], "client_id": "t"},
     )
-    assert refreshed.status_code == 200 and refreshed.json()["expires_in"] == 2.0
+    assert refreshed.status_code == 200 and refreshed.json()["expires_in"] == 2
     wrong = client.post(hub.tokens.realm, data={**form, "password": "nope"})
     assert wrong.status_code == 401
 
