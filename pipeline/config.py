@@ -158,14 +158,6 @@ class RegistryConfig(_Strict):
             raise ValueError(f"{str(path)!r} is not a file; give the PEM file of the CA that signed the registry's certificate")
         return path
 
-    @model_validator(mode="after")
-    def _docker_hub_namespace(self) -> RegistryConfig:
-        if self.host in DOCKER_HUB_HOSTS and self.namespace.count("/") > 0:
-            raise ValueError(
-                f"{self.url!r}: Docker Hub names are namespace/repository; give docker.io/NAMESPACE only"
-            )
-        return self
-
     def hub_repository_problem(self, image_name: str) -> str | None:
         """Why `image_name` cannot live here on Docker Hub (two-level names only), or None."""
         if self.host not in DOCKER_HUB_HOSTS:
@@ -185,6 +177,11 @@ class RegistryConfig(_Strict):
             raise ValueError(f"{value!r}: give host[:port][/namespace] without a scheme")
         if not _REGISTRY_URL.match(value):
             raise ValueError(f"{value!r} is not host[:port][/namespace]")
+        host, _, namespace = value.rstrip("/").partition("/")
+        if host in DOCKER_HUB_HOSTS and "/" in namespace:
+            raise ValueError(
+                f"{value!r}: Docker Hub names are namespace/repository; give docker.io/NAMESPACE only"
+            )
         return value.rstrip("/")
 
     @field_validator("username_env", "password_env")
