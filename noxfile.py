@@ -66,4 +66,6 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print ratios against a baseline measured in the same run."""
     session.install("-e", ".[test]")
     _provision_engine(session)
+    # The push benchmark's baseline: Debian's skopeo copying the same OCI layout.
+    _ensure_debian_tool(session, "skopeo")
     session.run("python", "-m", "bench", *session.posargs)

@@ -155,7 +155,9 @@ class RegistryConfig(_Strict):
         root = (info.context or {}).get("root")
         path = (Path(root) / value).resolve() if root is not None else value
         if not path.is_file():
-            raise ValueError(f"{str(path)!r} is not a file; give the PEM file of the CA that signed the registry's certificate")
+            raise ValueError(
+                f"{str(path)!r} is not a file; give the PEM file of the CA that signed the registry's certificate"
+            )
         return path
 
     def hub_repository_problem(self, image_name: str) -> str | None:
@@ -364,9 +366,7 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedC
         if document is None:
             raise ConfigError(f"{config_path}: no [tool.pipeline] table; add one or use pipeline.toml")
     try:
-        pipeline = PipelineConfig.model_validate(
-            document, context={"root": config_path.resolve().parent}
-        )
+        pipeline = PipelineConfig.model_validate(document, context={"root": config_path.resolve().parent})
     except ValidationError as error:
         first = error.errors()[0]
         more = len(error.errors()) - 1

@@ -124,7 +124,9 @@ def _tls_context(host: str, ca_file: Path | None, insecure: bool) -> ssl.SSLCont
         try:
             context.load_verify_locations(cafile=path)
         except (OSError, ssl.SSLError) as error:
-            raise RegistryError(f"{path}: not a readable PEM CA certificate ({error}); fix or remove it") from None
+            raise RegistryError(
+                f"{path}: not a readable PEM CA certificate ({error}); fix or remove it"
+            ) from None
     # Docker's client-certificate convention in the same folder (mutual TLS).
     cert, key = certs_dir(host) / "client.cert", certs_dir(host) / "client.key"
     if cert.is_file() and key.is_file():
@@ -132,7 +134,16 @@ def _tls_context(host: str, ca_file: Path | None, insecure: bool) -> ssl.SSLCont
     return context
 
 
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+_PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
 _clients: dict[tuple[Any, ...], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
@@ -352,9 +363,13 @@ class RegistryClient:
                     f"registry {self.name} ({self.host}): TLS failed ({error}); if it speaks plain HTTP, set "
                     "insecure = true in its config entry"
                 ) from None
-            raise TransientError(f"registry {self.name}: {method} {url}: {error or type(error).__name__}") from error
+            raise TransientError(
+                f"registry {self.name}: {method} {url}: {error or type(error).__name__}"
+            ) from error
         except (httpx.TransportError, httpx.StreamError) as error:
-            raise TransientError(f"registry {self.name}: {method} {url}: {error or type(error).__name__}") from error
+            raise TransientError(
+                f"registry {self.name}: {method} {url}: {error or type(error).__name__}"
+            ) from error
 
     def _certificate_message(self, error: BaseException) -> str:
         reason = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(error)).split("certificate verify failed:")[-1]
@@ -453,7 +468,11 @@ class RegistryClient:
             current = self._auth.tokens.get(scope)
             if current is None or f"Bearer {current.value}" != sent_with:
                 return True  # another thread learnt the scheme or renewed the token meanwhile
-            log.info("registry %s refused the token for %s (401): fetching a new one once", self.name, scope or "/v2/")
+            log.info(
+                "registry %s refused the token for %s (401): fetching a new one once",
+                self.name,
+                scope or "/v2/",
+            )
             self._auth.tokens[scope] = self._fetch_token(scope)
             return True
 
@@ -576,7 +595,7 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {self.name}: manifest {repository}:{reference} answered {response.status_code}"
             )
-        digest = response.headers.get("docker-content-digest")
+        digest: str | None = response.headers.get("docker-content-digest")
         if digest is None:  # HEAD without the header: fetch the body and hash it
             return self.get_manifest(repository, reference).digest
         return digest
@@ -614,7 +633,8 @@ class RegistryClient:
                 f"registry {self.name}: PUT {repository}:{reference} answered {response.status_code}: "
                 f"{registry_detail(response)}"
             )
-        return response.headers.get("docker-content-digest", manifest.digest)
+        stored: str = response.headers.get("docker-content-digest", manifest.digest)
+        return stored
 
     def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
         response = self._request(

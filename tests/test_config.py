@@ -131,9 +131,7 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
 def test_docker_hub_takes_two_level_names_only_refused_at_load(
     tmp_path: Path, url: str, image: str, problem: str
 ) -> None:
-    path = write(
-        tmp_path, f'[[images]]\nname = "{image}"\n[[registries]]\nname = "hub"\nurl = "{url}"\n'
-    )
+    path = write(tmp_path, f'[[images]]\nname = "{image}"\n[[registries]]\nname = "hub"\nurl = "{url}"\n')
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     message = str(raised.value)

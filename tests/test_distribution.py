@@ -398,7 +398,7 @@ def test_hub_refuses_a_push_outside_the_account_namespace_in_one_line(
     hub = hub_factory()
     layout = write_oci_layout(tmp_path)
     for repository in ("someone-else/hello", "acme/team/hello"):
-        with pytest.raises(AuthError, match="denied access .*push only under your own namespace") as raised:
+        with pytest.raises(AuthError, match=r"denied access .*push only under your own namespace") as raised:
             BlobUploader(RegistryClient(hub.url, hub.account, name="hub"), repository).push_layout(
                 layout.path, layout.index_digest
             )
@@ -426,7 +426,7 @@ def test_hub_expired_token_is_renewed_once_then_refused_in_one_line(
     caplog.set_level(logging.INFO)
     hub = hub_factory(TokenPolicy(lifetime=300, expired=True))
     client = RegistryClient(hub.url, hub.account, name="hub", credential_variables=("HUB_USER", "HUB_TOKEN"))
-    with pytest.raises(AuthError, match="even with a fresh token.*check HUB_USER and HUB_TOKEN"):
+    with pytest.raises(AuthError, match=r"even with a fresh token.*check HUB_USER and HUB_TOKEN"):
         client.tags("acme/hello")
     assert hub.tokens.counts["issued"] == 2  # the first, and exactly one renewal
     assert "fetching a new one once" in caplog.text
@@ -471,7 +471,12 @@ def test_hub_token_service_speaks_oauth2_post_as_containerd_asks(hub_factory: Hu
     ]
     refreshed = client.post(
         hub.tokens.realm,
-        data={"grant_type": "refresh_token", "refresh_token": answer["refresh_token"], "service": form["service"], "client_id": "t"},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": answer["refresh_token"],
+            "service": form["service"],
+            "client_id": "t",
+        },
     )
     assert refreshed.status_code == 200 and refreshed.json()["expires_in"] == 2
     wrong = client.post(hub.tokens.realm, data={**form, "password": "nope"})

@@ -82,7 +82,9 @@ def test_release_to_an_https_registry_through_a_proxy_needs_its_ca(
     (image,) = report["images"]
     smoked = {(t["registry"], t["platform"]) for t in image["smoke"]["targets"] if t["passed"]}
     assert smoked == {("corp", "linux/amd64"), ("corp", "linux/arm64")}
-    assert RegistryClient(tls_registry.url).manifest_digest(f"team/{IMAGE}", "latest") == image["index_digest"]
+    assert (
+        RegistryClient(tls_registry.url).manifest_digest(f"team/{IMAGE}", "latest") == image["index_digest"]
+    )
     # Our client went through the proxy (the engine does not read our environment).
     assert connect_proxy.tunnels[tls_registry.url] >= 1
     assert connect_proxy.bytes_up > 10_000

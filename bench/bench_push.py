@@ -1,0 +1,178 @@
+"""Pushing a big layer: an OCI layout holding one 1 GiB layer, pushed by the pipeline's registry client and by
+Debian's skopeo (`skopeo copy oci:LAYOUT docker://REGISTRY/...`, installed by `nox -s bench`), to the same
+kind of registry (the distribution registry on loopback), each run to a fresh repository so that every byte
+really travels. One warm-up each, then the sides alternate; median of three.
+
+1. time: the pipeline's push (a child process: startup included, as for skopeo) over skopeo's. Target 1.1.
+2. memory: the pipeline child's peak RSS over 150 MiB (ratio <= 1: under the budget). The layer is streamed
+   from disk, never held whole.
+3. two registries: the pipeline pushing to two registries at once over pushing to one. Target 1.3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.registry import RegistryServer, free_port
+
+LAYER_BYTES = 1 << 30
+ROUNDS = 3
+TIME_TARGET = 1.1
+RSS_BUDGET_MIB = 150.0
+TWO_TARGET = 1.3
+SKOPEO = "skopeo"
+
+
+def write_big_layout(directory: Path, size: int = LAYER_BYTES) -> str:
+    """A single-platform image whose one layer is `size` incompressible bytes; returns the manifest digest."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = blobs / "partial"
+    block = secrets.token_bytes(1 << 20)
+    with partial.open("wb") as stream:
+        for index in range(size // len(block)):
+            # Every MiB differs (so nothing dedups), without paying for 1 GiB of fresh randomness.
+            chunk = index.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            stream.write(chunk)
+    layer = "sha256:" + digest.hexdigest()
+    partial.rename(blobs / layer.removeprefix("sha256:"))
+
+    def put(document: dict[str, object]) -> tuple[str, int]:
+        data = json.dumps(document).encode()
+        name = "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / name.removeprefix("sha256:")).write_bytes(data)
+        return name, len(data)
+
+    config, config_size = put(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer]}}
+    )
+    manifest, manifest_size = put(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config,
+                "size": config_size,
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}
+            ],
+        }
+    )
+    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest,
+        "size": manifest_size,
+    }
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return manifest
+
+
+def timed_child(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    assert process.stderr is not None
+    error = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({process.returncode}): {error[-800:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def push_child() -> None:
+    """`python -m bench.bench_push LAYOUT DIGEST REPOSITORY HOST [HOST ...]`: what the pipeline does for a
+    release's push, to every host at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.distribution import BlobUploader, RegistryClient
+
+    layout, digest, repository, *hosts = sys.argv[1:]
+
+    def push(host: str) -> None:
+        BlobUploader(RegistryClient(host), repository).push_layout(Path(layout), digest)
+
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(push, hosts))
+
+
+def run() -> list[tuple[str, float, float, str]]:
+    if shutil.which(SKOPEO) is None:
+        raise SystemExit("skopeo is missing: `nox -s bench` installs it from Debian (apt-get install skopeo)")
+    with tempfile.TemporaryDirectory(prefix="bench-push-") as scratch_name:
+        scratch = Path(scratch_name)
+        layout = scratch / "layout"
+        digest = write_big_layout(layout)
+        registries = [RegistryServer(scratch / f"registry{i}", free_port()).start() for i in range(2)]
+        try:
+            return _measure(layout, digest, [r.url for r in registries])
+        finally:
+            for registry in registries:
+                registry.stop()
+
+
+def _measure(layout: Path, digest: str, hosts: list[str]) -> list[tuple[str, float, float, str]]:
+    counter = iter(range(10_000))
+
+    def repository() -> str:
+        return f"bench{next(counter)}x{secrets.token_hex(3)}/big"
+
+    def skopeo() -> tuple[float, float]:
+        target = f"docker://{hosts[0]}/{repository()}:latest"
+        return timed_child([SKOPEO, "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}", target])
+
+    def pipeline(*targets: str) -> tuple[float, float]:
+        command = [sys.executable, "-m", "bench.bench_push", str(layout), digest, repository(), *targets]
+        return timed_child(command)
+
+    skopeo(), pipeline(hosts[0])  # warm-up: page cache, imports
+    samples: dict[str, list[tuple[float, float]]] = {"skopeo": [], "one": [], "two": []}
+    for _ in range(ROUNDS):
+        samples["skopeo"].append(skopeo())
+        samples["one"].append(pipeline(hosts[0]))
+        samples["two"].append(pipeline(*hosts))
+    seconds = {name: statistics.median(s for s, _ in runs) for name, runs in samples.items()}
+    peak = max(rss for name in ("one", "two") for _, rss in samples[name])
+    skopeo_rss = max(rss for _, rss in samples["skopeo"])
+    gib_per_s = (LAYER_BYTES / (1 << 30)) / seconds["one"]
+    return [
+        (
+            "1 GiB layer push / skopeo copy",
+            seconds["one"] / seconds["skopeo"],
+            TIME_TARGET,
+            f"pipeline {seconds['one']:.2f}s ({gib_per_s:.2f} GiB/s), skopeo {seconds['skopeo']:.2f}s; median of {ROUNDS}",
+        ),
+        (
+            "peak RSS / 150 MiB",
+            peak / RSS_BUDGET_MIB,
+            1.0,
+            f"pipeline peak {peak:.0f} MiB (one and two registries), skopeo {skopeo_rss:.0f} MiB",
+        ),
+        (
+            "two registries / one",
+            seconds["two"] / seconds["one"],
+            TWO_TARGET,
+            f"two at once {seconds['two']:.2f}s, one {seconds['one']:.2f}s",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    push_child()
