@@ -115,6 +115,17 @@ def ca_files(host: str, ca_file: Path | None = None) -> list[Path]:
     return found + ([ca_file] if ca_file is not None else [])
 
 
+def engine_trust_gap(host: str, ca_file: Path | None) -> str | None:
+    """Why the engine's pulls (the smoke step) may not trust what our client trusts, or None: Docker reads
+    only its certs.d folder, never our config's `ca_file`."""
+    if ca_file is None or is_loopback(host) or (certs_dir(host) / "ca.crt").is_file():
+        return None
+    return (
+        f"ca_file {ca_file} is trusted by our pushes, but the engine's pulls in the smoke step read only "
+        f"{certs_dir(host)}/ca.crt: copy it there"
+    )
+
+
 def _tls_context(host: str, ca_file: Path | None, insecure: bool) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if insecure:

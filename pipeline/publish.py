@@ -24,7 +24,14 @@ from python_on_whales.exceptions import DockerException
 
 from pipeline.build import BuiltImage
 from pipeline.config import DOCKER_HUB_HOSTS, LoadedConfig, RegistryConfig, load_config
-from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
+from pipeline.distribution import (
+    INDEX_TYPES,
+    BlobUploader,
+    Manifest,
+    PushStats,
+    RegistryClient,
+    engine_trust_gap,
+)
 from pipeline.errors import AuthError, ConfigError, RegistryError
 from pipeline.registry import Credentials
 from pipeline.retry import with_retries
@@ -103,6 +110,9 @@ def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str,
     for registry in registries:
         registry_client(registry, environ).ping()
         log.info("registry %s (%s) answers", registry.name, registry.host)
+        gap = engine_trust_gap(registry.host, registry.ca_file)
+        if gap is not None:
+            log.warning("registry %s: %s", registry.name, gap)
 
 
 def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:

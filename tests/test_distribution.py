@@ -16,17 +16,17 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from pipeline.distribution import INDEX_TYPES, BlobUploader, RegistryClient, is_loopback
+from pipeline.distribution import INDEX_TYPES, BlobUploader, RegistryClient, engine_trust_gap, is_loopback
 from pipeline.errors import AuthError, RegistryError
-from pipeline.registry import Credentials
+from pipeline.registry import Credentials, free_port
 from tests.fixtures.connectproxy import ConnectProxy
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory, list_tags, write_oci_layout
-from tests.fixtures.hub import HubFactory, TokenPolicy
+from tests.fixtures.hub import HubFactory, TokenPolicy, registry_config, serve_registry, stop_registry
 from tests.fixtures.tlsregistry import TLSRegistry
 
 if TYPE_CHECKING:  # imported for real, pytest would try to collect the class as tests
@@ -538,3 +538,42 @@ def test_pushes_go_through_https_proxy_and_a_refusing_proxy_is_one_line(
     message = str(raised.value)
     assert message.startswith(f"registry corp ({tls_registry.url}): the proxy refused")
     assert "HTTPS_PROXY" in message and "NO_PROXY" in message and "\n" not in message
+
+
+def test_a_ca_file_the_engine_cannot_see_is_pointed_out(tls_registry: TLSRegistry) -> None:
+    gap = engine_trust_gap(tls_registry.url, tls_registry.ca_file)
+    assert gap is not None and f"/etc/docker/certs.d/{tls_registry.url}/ca.crt" in gap
+    tls_registry.trust()
+    assert engine_trust_gap(tls_registry.url, tls_registry.ca_file) is None
+    assert engine_trust_gap("127.0.0.1:5000", tls_registry.ca_file) is None
+
+
+def test_an_upload_interrupted_by_a_registry_restart_continues_in_a_new_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registry 2.8 without `http.secret` draws a new one at every start: the old upload's `_state` is then
+    refused (404 BLOB_UPLOAD_INVALID), so the retry must begin a new session."""
+    port = free_port()
+    config = registry_config(tmp_path / "storage", port)
+    processes = [serve_registry(tmp_path, config, port)]
+    client = RegistryClient(f"127.0.0.1:{port}")
+    original = client._request
+
+    def restart_before_the_first_put(method: str, path: str, scope: str, **options: Any) -> Any:
+        if method == "PUT" and "/blobs/uploads/" in path and len(processes) == 1:
+            stop_registry(processes[0])
+            processes.append(serve_registry(tmp_path, config, port))
+        return original(method, path, scope, **options)
+
+    monkeypatch.setattr(client, "_request", restart_before_the_first_put)
+    blob = tmp_path / "blob"
+    blob.write_bytes(secrets.token_bytes(100_000))
+    digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
+    try:
+        assert BlobUploader(client, "restart/app").upload_blob(digest, blob) is True
+        assert BlobUploader(RegistryClient(f"127.0.0.1:{port}"), "restart/app").blob_exists(digest)
+    finally:
+        stop_registry(processes[-1])
+    assert len(processes) == 2
+    (retry,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.retry"]
+    assert "upload session" in retry and "BLOB_UPLOAD" in retry
