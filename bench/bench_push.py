@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.registry import RegistryServer, free_port
@@ -120,34 +121,63 @@ def run() -> list[tuple[str, float, float, str]]:
         scratch = Path(scratch_name)
         layout = scratch / "layout"
         digest = write_big_layout(layout)
-        registries = [RegistryServer(scratch / f"registry{i}", free_port()).start() for i in range(2)]
-        try:
-            return _measure(layout, digest, [r.url for r in registries])
-        finally:
-            for registry in registries:
-                registry.stop()
+        return _measure(scratch, layout, digest)
 
 
-def _measure(layout: Path, digest: str, hosts: list[str]) -> list[tuple[str, float, float, str]]:
-    counter = iter(range(10_000))
+def _fresh_registries(scratch: Path, count: int) -> list[RegistryServer]:
+    """Empty registries for one run: skopeo would otherwise mount the blob from a repository an earlier run
+    filled (its blob-info cache remembers where it went), and send nothing."""
+    return [RegistryServer(scratch / secrets.token_hex(4), free_port()).start() for _ in range(count)]
 
-    def repository() -> str:
-        return f"bench{next(counter)}x{secrets.token_hex(3)}/big"
 
+def _in_fresh_registries(
+    scratch: Path, count: int, command: Callable[[list[str]], list[str]]
+) -> tuple[float, float]:
+    registries = _fresh_registries(scratch, count)
+    try:
+        return timed_child(command([registry.url for registry in registries]))
+    finally:
+        for registry in registries:
+            registry.stop()
+            shutil.rmtree(registry.directory, ignore_errors=True)
+
+
+def _measure(scratch: Path, layout: Path, digest: str) -> list[tuple[str, float, float, str]]:
     def skopeo() -> tuple[float, float]:
-        target = f"docker://{hosts[0]}/{repository()}:latest"
-        return timed_child([SKOPEO, "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}", target])
+        return _in_fresh_registries(
+            scratch,
+            1,
+            lambda hosts: [
+                SKOPEO,
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"oci:{layout}",
+                f"docker://{hosts[0]}/bench/big:latest",
+            ],
+        )
 
-    def pipeline(*targets: str) -> tuple[float, float]:
-        command = [sys.executable, "-m", "bench.bench_push", str(layout), digest, repository(), *targets]
-        return timed_child(command)
+    def pipeline(count: int) -> tuple[float, float]:
+        return _in_fresh_registries(
+            scratch,
+            count,
+            lambda hosts: [
+                sys.executable,
+                "-m",
+                "bench.bench_push",
+                str(layout),
+                digest,
+                "bench/big",
+                *hosts,
+            ],
+        )
 
-    skopeo(), pipeline(hosts[0])  # warm-up: page cache, imports
+    skopeo(), pipeline(1)  # warm-up: page cache, imports
     samples: dict[str, list[tuple[float, float]]] = {"skopeo": [], "one": [], "two": []}
     for _ in range(ROUNDS):
         samples["skopeo"].append(skopeo())
-        samples["one"].append(pipeline(hosts[0]))
-        samples["two"].append(pipeline(*hosts))
+        samples["one"].append(pipeline(1))
+        samples["two"].append(pipeline(2))
     seconds = {name: statistics.median(s for s, _ in runs) for name, runs in samples.items()}
     peak = max(rss for name in ("one", "two") for _, rss in samples[name])
     skopeo_rss = max(rss for _, rss in samples["skopeo"])
