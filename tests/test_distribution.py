@@ -531,6 +531,11 @@ def test_pushes_go_through_https_proxy_and_a_refusing_proxy_is_one_line(
     assert connect_proxy.tunnels[tls_registry.url] >= 1
     assert connect_proxy.bytes_up > 8000  # the layers went up the tunnel
 
+    monkeypatch.setenv("NO_PROXY", "pipeline-registry.test")
+    tunnels = sum(connect_proxy.tunnels.values())
+    assert RegistryClient(tls_registry.url).tags("acme/hello") == []  # no tag: pushed by digest only
+    assert sum(connect_proxy.tunnels.values()) == tunnels, "NO_PROXY was ignored"
+
     connect_proxy.refuse = True
     monkeypatch.setenv("NO_PROXY", "nothing.example")  # a new proxy setting: new connections
     with pytest.raises(RegistryError) as raised:
