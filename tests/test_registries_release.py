@@ -38,6 +38,8 @@ def test_release_to_the_hub_stand_in_with_two_second_tokens_refreshes_them(
     (line,) = _error_lines(wrong.stderr)
     assert f"registry hub ({hub.url}) refused the credentials" in line
     assert "HUB_TEST_USER and HUB_TEST_TOKEN" in line
+    client = RegistryClient(hub.url, Credentials(hub.account.username, hub.account.password))
+    assert client.tags(IMAGE) == [], "a refused release moved a tag"
 
     result = run_pipeline(project, "release", env=secrets)
     output = result.stdout + result.stderr
@@ -50,7 +52,6 @@ def test_release_to_the_hub_stand_in_with_two_second_tokens_refreshes_them(
     (image,) = report["images"]
     smoked = {(t["registry"], t["platform"]) for t in image["smoke"]["targets"] if t["passed"]}
     assert smoked == {("hub", "linux/amd64"), ("hub", "linux/arm64")}
-    client = RegistryClient(hub.url, Credentials(hub.account.username, hub.account.password))
     assert client.manifest_digest(IMAGE, "1.2.3") == image["index_digest"]
     assert hub.tokens.counts["issued"] > 2
     # The engine's pulls and our reads were redirected to storage; credentials never went there.
@@ -75,6 +76,7 @@ def test_release_to_an_https_registry_through_a_proxy_needs_its_ca(
     assert f"registry corp ({tls_registry.url}): TLS certificate not trusted" in line
     assert f"/etc/docker/certs.d/{tls_registry.url}/ca.crt" in line
     assert "retry" not in untrusted.stderr
+    assert RegistryClient(tls_registry.url, ca_file=tls_registry.ca_file).tags(f"team/{IMAGE}") == []
 
     tls_registry.trust()
     result = run_pipeline(project, "release", env=proxy_env)
