@@ -29,6 +29,7 @@ def _ensure_debian_tool(session: nox.Session, package: str) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests of the pure core and end-to-end tests against a real engine, registries and git repos."""
     session.install("-e", ".[test]")
+    _ensure_debian_tool(session, "shellcheck")  # the GitHub lint tests run it
     _provision_engine(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 

@@ -236,6 +236,11 @@ class LintConfig(_Strict):
     )
     hadolint: bool = True
     fail_on: Literal["error", "warning", "info"] = "error"
+    native_platforms: bool = Field(
+        default=False,
+        description="each platform is built on a runner of its own architecture (native fan-out), so no "
+        "build step runs under emulation",
+    )
 
 
 class LocalRegistryConfig(_Strict):
