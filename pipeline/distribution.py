@@ -211,9 +211,25 @@ def registry_detail(response: httpx.Response) -> str:
     parts = []
     for error in errors[:2]:
         detail = error.get("detail")
-        detail_text = f" ({json.dumps(detail)[:120]})" if detail else ""
+        detail_text = f" ({_detail_text(detail)})" if detail else ""
         parts.append(f"{error.get('code', '')}: {error.get('message', '')}{detail_text}".strip(": "))
     return "; ".join(parts)[:300]
+
+
+def _detail_text(detail: Any) -> str:
+    """Registry 2.8 wraps storage failures as {"DriverName", "Enclosed": {"Op", "Path", "Err": errno}}: errno
+    28 must read "No space left on device", the words the user acts on, and come first (messages are cut)."""
+    if isinstance(detail, dict):
+        if isinstance(detail.get("Enclosed"), dict):
+            return _detail_text(detail["Enclosed"])
+        err = detail.get("Err")
+        if isinstance(err, int | str):
+            reason = os.strerror(err) if isinstance(err, int) else err
+            where = " ".join(str(detail[key]) for key in ("Op", "Path") if detail.get(key))
+            return f"{reason}: {where}" if where else reason
+    if isinstance(detail, str):
+        return detail
+    return json.dumps(detail)[:120]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

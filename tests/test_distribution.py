@@ -11,7 +11,9 @@ import hashlib
 import http.client
 import json
 import logging
+import os
 import secrets
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -582,3 +584,39 @@ def test_an_upload_interrupted_by_a_registry_restart_continues_in_a_new_session(
     assert len(processes) == 2
     (retry,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.retry"]
     assert "upload session" in retry and "BLOB_UPLOAD" in retry
+
+
+def test_blob_uploads_run_in_parallel_up_to_the_bound(
+    hub_factory: HubFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_factory(TokenPolicy(lifetime=60))
+    hub.front.configure(FaultPlan(latency=0.1))  # every request takes a while: overlaps show
+    monkeypatch.setenv("PIPELINE_PARALLEL_UPLOADS", "3")
+    layout = write_oci_layout(tmp_path, ("linux/amd64", "linux/arm64", "linux/ppc64le", "linux/s390x"))
+    stats = BlobUploader(RegistryClient(hub.url, hub.account), "acme/wide").push_layout(
+        layout.path, layout.index_digest
+    )
+    assert stats.blobs_sent == 8
+    assert hub.front.most_in_flight == 3
+
+
+def test_a_full_registry_disk_reaches_the_message(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a 1 MiB tmpfs as the registry's storage")
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(storage)], check=True)
+    port = free_port()
+    process = serve_registry(tmp_path, registry_config(storage, port), port)
+    blob = tmp_path / "blob"
+    blob.write_bytes(secrets.token_bytes(3 << 20))
+    digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
+    try:
+        with pytest.raises(RegistryError) as raised:
+            BlobUploader(RegistryClient(f"127.0.0.1:{port}", name="full"), "a/b").upload_blob(digest, blob)
+    finally:
+        stop_registry(process)
+        subprocess.run(["umount", str(storage)], check=True)
+    message = str(raised.value)
+    assert message.startswith("registry full: ") and "No space left on device" in message
+    assert "gave up after 5 attempts" in message and "\n" not in message
