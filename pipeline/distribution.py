@@ -312,6 +312,7 @@ class RegistryClient:
         self.insecure = insecure
         self.ca_file = ca_file
         self._auth = _auth_state(self.api_host, credentials)
+        self._http: httpx.Client | None = None
         self._base: str | None = None
         self._base_lock = threading.Lock()
 
@@ -319,7 +320,10 @@ class RegistryClient:
 
     @property
     def http(self) -> httpx.Client:
-        return http_client(self.api_host, self.ca_file, insecure=self.insecure)
+        # Looked up once per client: the lookup reads the certs.d folder.
+        if self._http is None:
+            self._http = http_client(self.api_host, self.ca_file, insecure=self.insecure)
+        return self._http
 
     @property
     def api_host(self) -> str:
@@ -510,11 +514,13 @@ class RegistryClient:
             if token is not None and not token.needs_refresh(now):
                 return token
             if token is not None:
+                left = token.left(now)
+                when = f"expires in {left:.1f}s" if left > 0 else f"expired {-left:.1f}s ago"
                 log.info(
-                    "registry %s: token for %s expires in %.1fs (of %.0fs): refreshing",
+                    "registry %s: token for %s %s (lifetime %.0fs): refreshing",
                     self.name,
                     scope or "/v2/",
-                    max(token.left(now), 0.0),
+                    when,
                     token.lifetime,
                 )
             self._auth.tokens[scope] = self._fetch_token(scope)

@@ -54,6 +54,7 @@ def test_release_to_the_hub_stand_in_with_two_second_tokens_refreshes_them(
     assert smoked == {("hub", "linux/amd64"), ("hub", "linux/arm64")}
     assert client.manifest_digest(IMAGE, "1.2.3") == image["index_digest"]
     assert hub.tokens.counts["issued"] > 2
+    assert hub.front.throttled > 0 and "answered 429 (rate limited; Retry-After 1s)" in output
     # The engine's pulls and our reads were redirected to storage; credentials never went there.
     assert hub.front.redirected > 0 and hub.storage.requests
     assert not [r for r in hub.storage.requests if r.authorization]
