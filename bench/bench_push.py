@@ -138,9 +138,7 @@ def _fresh_registries(scratch: Path, count: int) -> list[RegistryServer]:
     return [RegistryServer(scratch / secrets.token_hex(4), free_port()).start() for _ in range(count)]
 
 
-def _in_fresh_registries(
-    scratch: Path, count: int, command: Callable[[list[str]], list[str]]
-) -> Run:
+def _in_fresh_registries(scratch: Path, count: int, command: Callable[[list[str]], list[str]]) -> Run:
     registries = _fresh_registries(scratch, count)
     try:
         return timed_child(command([registry.url for registry in registries]))
