@@ -89,21 +89,23 @@ class Run:
     seconds: float  # wall
     rss_mib: float  # peak
     cpu: float  # user + system seconds of the child itself
+    output: str = ""
 
 
 def timed_child(command: list[str]) -> Run:
     """Wall seconds, peak RSS and CPU time of one child process."""
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.monotonic() - started
-    assert process.stderr is not None
-    error = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        output, error = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({process.returncode}): {error[-800:]}")
-    return Run(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
+    return Run(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, output)
 
 
 def push_child() -> None:
@@ -115,11 +117,11 @@ def push_child() -> None:
 
     layout, digest, repository, *hosts = sys.argv[1:]
 
-    def push(host: str) -> None:
-        BlobUploader(RegistryClient(host), repository).push_layout(Path(layout), digest)
+    def push(host: str) -> int:
+        return BlobUploader(RegistryClient(host), repository).push_layout(Path(layout), digest).bytes_sent
 
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        list(pool.map(push, hosts))
+        print(json.dumps(list(pool.map(push, hosts))))
 
 
 def run() -> list[tuple[str, float, float, str]]:
@@ -164,7 +166,7 @@ def _measure(scratch: Path, layout: Path, digest: str) -> list[tuple[str, float,
         )
 
     def pipeline(count: int) -> Run:
-        return _in_fresh_registries(
+        run = _in_fresh_registries(
             scratch,
             count,
             lambda hosts: [
@@ -177,6 +179,10 @@ def _measure(scratch: Path, layout: Path, digest: str) -> list[tuple[str, float,
                 *hosts,
             ],
         )
+        sent = json.loads(run.output)
+        if len(sent) != count or min(sent) < LAYER_BYTES:
+            raise RuntimeError(f"the pipeline sent {sent} bytes, not the 1 GiB layer to each of {count}")
+        return run
 
     skopeo(), pipeline(1)  # warm-up: page cache, imports
     samples: dict[str, list[Run]] = {"skopeo": [], "one": [], "two": []}
