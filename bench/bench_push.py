@@ -221,3 +221,7 @@ def _measure(scratch: Path, layout: Path, digest: str) -> list[tuple[str, float,
             f"{ROUNDS} paired rounds (the registries' own hashing and writing dominate)",
         ),
     ]
+
+
+if __name__ == "__main__":
+    push_child()
