@@ -41,3 +41,7 @@ class SmokeError(PipelineError):
 
 class LintError(PipelineError):
     """Lint found errors, or could not run."""
+
+
+class SignError(PipelineError):
+    """Signing, attesting or verifying with cosign failed, or its key/password are missing or wrong."""

@@ -29,6 +29,7 @@ class ImageOutcome:
     tags_moved: dict[str, list[str]] = field(default_factory=dict)  # registry -> full references
     smoke: dict[str, Any] | None = None
     smoke_passed: bool | None = None
+    signing: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry -> pipeline.sign record
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class ImageOutcome:
             ],
             "smoke": self.smoke,
             "smoke_passed": self.smoke_passed,
+            "signing": self.signing,
         }
 
 
@@ -162,5 +164,18 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
             console.print(
                 f"tagged {outcome.name} in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}"
             )
+    for outcome in report.images:
+        for registry, record in outcome.signing.items():
+            console.print(f"signing {outcome.name} in {registry}: {signing_line(record)}")
     if report.failure:
         console.print(f"[bold red]not promoted:[/] {report.failure}")
+
+
+def signing_line(record: dict[str, Any]) -> str:
+    """One registry's signing outcome in words: the signature and attestation references, or the error."""
+    if record.get("error"):
+        return f"FAILED: {record['error']}"
+    parts = [f"signature {record.get('signature')}"]
+    if record.get("attestation"):
+        parts.append(f"attestation {record['attestation']}")
+    return ", ".join(parts) + f" ({record.get('scheme')} scheme)"
