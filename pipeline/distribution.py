@@ -422,10 +422,8 @@ class RegistryClient:
         *,
         body: Body | None = None,
         headers: dict[str, str] | None = None,
-        retry: bool = True,
     ) -> httpx.Response:
-        """A request with auth; 5xx, 429 and dropped connections retried with backoff unless `retry` is off
-        (the caller retries a larger unit, like a whole upload session)."""
+        """A request with auth; 5xx, 429 and dropped connections retried with backoff, logged, bounded."""
 
         def attempt() -> httpx.Response:
             response = self._authorized(method, path, scope, body, headers or {})
@@ -444,8 +442,6 @@ class RegistryClient:
                 )
             return response
 
-        if not retry:
-            return attempt()
         policy = RetryPolicy.from_env()
         try:
             return with_retries(attempt, f"{method} {self.host}{path}", policy=policy)
@@ -731,6 +727,21 @@ def _basic_header(credentials: Credentials) -> str:
     return f"Basic {token}"
 
 
+def _error_codes(response: httpx.Response) -> set[str]:
+    try:
+        return {str(error.get("code")) for error in response.json().get("errors") or []}
+    except (ValueError, AttributeError):
+        return set()
+
+
+def _session_lost(response: httpx.Response) -> bool:
+    """The registry no longer knows the upload (404), or a retried PUT landed on a half-written one."""
+    lost = {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID", "DIGEST_INVALID", "SIZE_INVALID"}
+    return response.status_code == 404 or (
+        response.status_code == 400 and bool(_error_codes(response) & lost)
+    )
+
+
 def _read_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as stream:
         while chunk := stream.read(_CHUNK):
@@ -761,22 +772,23 @@ class BlobUploader:
         return response.status_code == 200
 
     def upload_blob(self, digest: str, path: Path) -> bool:
-        """Upload one blob unless the registry has it; True when bytes were sent. A failed upload is retried
-        as a whole, in a new upload session: the old one may be gone (a restarted registry)."""
+        """Upload one blob unless the registry has it; True when bytes were sent.
+
+        Each request is retried in place (a 5xx, a dropped connection); when the registry has lost the upload
+        session itself (restarted: its `_state` no longer decodes, 404), the upload starts over in a new one.
+        """
         if self.blob_exists(digest):
             return False
         policy = RetryPolicy.from_env()
-        what = f"upload of {digest[:19]} to {self.client.name}/{self.repository}"
+        what = f"upload of {digest[:19]} to {self.client.name}/{self.repository} in a new session"
         try:
             with_retries(lambda: self._upload_once(digest, path), what, policy=policy)
         except TransientError as error:
-            raise RegistryError(f"{error} (gave up after {policy.attempts} attempts)") from None
+            raise RegistryError(f"{error} (gave up after {policy.attempts} sessions)") from None
         return True
 
     def _upload_once(self, digest: str, path: Path) -> None:
-        started = self.client._request(
-            "POST", f"/v2/{self.repository}/blobs/uploads/", self.scope, body=b"", retry=False
-        )
+        started = self.client._request("POST", f"/v2/{self.repository}/blobs/uploads/", self.scope, body=b"")
         if started.status_code != 202 or "location" not in started.headers:
             raise RegistryError(
                 f"registry {self.client.name}: starting an upload to {self.repository} answered "
@@ -790,11 +802,11 @@ class BlobUploader:
             self.scope,
             body=lambda: _read_chunks(path),
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)},
-            retry=False,
         )
-        if finished.status_code == 404:
+        if _session_lost(finished):
             raise TransientError(
-                f"registry {self.client.name}: upload session of {digest[:19]} is gone ({registry_detail(finished)})"
+                f"registry {self.client.name}: the upload session of {digest[:19]} is lost "
+                f"({finished.status_code} {registry_detail(finished)})"
             )
         if finished.status_code not in (201, 202):
             raise RegistryError(
