@@ -305,6 +305,7 @@ class PipelineConfig(_Strict):
     build: BuildConfig = BuildConfig()
     smoke: SmokeSettings = SmokeSettings()
     sign: SignConfig = SignConfig()
+    deploy: tuple[DeployConfig, ...] = ()  # [[deploy]]: defined with its parts at the end of this file
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -421,3 +422,78 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedC
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise ConfigError(f"{config_path}: {_describe(dict(first), prefix)}{suffix}") from None
     return LoadedConfig(path=config_path.resolve(), root=config_path.resolve().parent, pipeline=pipeline)
+
+
+# --- [[deploy]]: where a tested digest runs (pipeline/deploy.py) ------------------------------------------
+
+_SWARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class DeployPort(_Strict):
+    """One published port. `mode = "host"` binds on each node running a task (no routing mesh needed)."""
+
+    target: int = Field(ge=1, le=65535)
+    published: int | None = Field(default=None, ge=1, le=65535, description="omit for a free port per task")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    mode: Literal["ingress", "host"] = "ingress"
+
+
+class UpdatePolicy(_Strict):
+    """Swarm's update config. The failure action is always rollback: a failed rollout must not stay half done."""
+
+    parallelism: int = Field(default=1, ge=0, description="tasks updated at once (0: all)")
+    delay: float = Field(default=0.0, ge=0, description="seconds between batches")
+    order: Literal["start-first", "stop-first"] = "start-first"
+    monitor: float = Field(default=5.0, gt=0, description="seconds a new task is watched for failure")
+    max_failure_ratio: float = Field(default=0.0, ge=0, le=1)
+
+
+class DeployConfig(_Strict):
+    environment: str
+    image: str = Field(description="an [[images]] name, full or short")
+    registry: str | None = Field(default=None, description="registry the nodes pull from (default: first)")
+    service: str = Field(description="the Swarm service; with `stack`, the compose service to pin")
+    stack: str | None = None
+    compose: str | None = Field(default=None, description="compose file of the stack, relative to the config")
+    replicas: int = Field(default=1, ge=0)
+    ports: tuple[DeployPort, ...] = ()
+    update: UpdatePolicy = UpdatePolicy()
+    health_gate: bool = Field(
+        default=True, description="refuse an image without HEALTHCHECK; wait for healthy"
+    )
+    timeout: float = Field(default=300.0, gt=0, description="seconds for the whole rollout")
+    stop_grace_period: float = Field(
+        default=10.0, ge=0, description="seconds an old task gets after SIGTERM (Swarm's default: 10)"
+    )
+
+    @field_validator("environment", "service", "stack")
+    @classmethod
+    def _swarm_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SWARM_NAME.match(value):
+            raise ValueError(
+                f"{value!r}: use letters, digits, '_', '.' and '-' (at most 63, no leading symbol)"
+            )
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _not_a_subcommand(cls, value: str) -> str:
+        if value == "status":
+            raise ValueError(
+                "'status' is the `pipeline deploy status` command; name the environment otherwise"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _stack_needs_compose(self) -> DeployConfig:
+        if (self.stack is None) != (self.compose is None):
+            raise ValueError("set both stack and compose (a stack deploy), or neither (a single service)")
+        return self
+
+    @property
+    def swarm_service(self) -> str:
+        """The service name Swarm knows: a stack prefixes its services with `<stack>_`."""
+        return f"{self.stack}_{self.service}" if self.stack else self.service
+
+
+PipelineConfig.model_rebuild()
