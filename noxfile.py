@@ -109,6 +109,8 @@ def bench(session: nox.Session) -> None:
     _offline_base_for_tests(session)
     _provision_engine(session)
     _provision_cosign(session)
+    # The push benchmark's baseline: Debian's skopeo copying the same OCI layout.
+    _ensure_debian_tool(session, "skopeo")
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
@@ -126,12 +134,46 @@ class ImageConfig(_Strict):
         return self.name.rsplit("/", 1)[-1]
 
 
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
 class RegistryConfig(_Strict):
     name: str
     url: str
     username_env: str | None = None
     password_env: str | None = None
-    insecure: bool = False
+    insecure: bool = Field(
+        default=False, description="Docker's meaning: TLS without verifying the certificate, else plain HTTP"
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA for the registry's TLS certificate, relative to the config (besides certs.d)",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        root = (info.context or {}).get("root")
+        path = (Path(root) / value).resolve() if root is not None else value
+        if not path.is_file():
+            raise ValueError(
+                f"{str(path)!r} is not a file; give the PEM file of the CA that signed the registry's certificate"
+            )
+        return path
+
+    def hub_repository_problem(self, image_name: str) -> str | None:
+        """Why `image_name` cannot live here on Docker Hub (two-level names only), or None."""
+        if self.host not in DOCKER_HUB_HOSTS:
+            return None
+        path = f"{self.namespace}/{image_name}" if self.namespace else image_name
+        if path.count("/") > 1:
+            return (
+                f"registry {self.name} ({self.url}) is Docker Hub, which takes namespace/repository only: "
+                f"image {image_name!r} would be {path!r}; use a one-part image name or drop the namespace from url"
+            )
+        return None
 
     @field_validator("url")
     @classmethod
@@ -140,6 +182,11 @@ class RegistryConfig(_Strict):
             raise ValueError(f"{value!r}: give host[:port][/namespace] without a scheme")
         if not _REGISTRY_URL.match(value):
             raise ValueError(f"{value!r} is not host[:port][/namespace]")
+        host, _, namespace = value.rstrip("/").partition("/")
+        if host in DOCKER_HUB_HOSTS and "/" in namespace:
+            raise ValueError(
+                f"{value!r}: Docker Hub names are namespace/repository; give docker.io/NAMESPACE only"
+            )
         return value.rstrip("/")
 
     @field_validator("username_env", "password_env")
@@ -291,6 +338,15 @@ class PipelineConfig(_Strict):
                 raise ValueError(f"{kind}: name {duplicates[0]!r} is declared twice")
         return self
 
+    @model_validator(mode="after")
+    def _docker_hub_names(self) -> PipelineConfig:
+        for registry in self.registries:
+            for image in self.images:
+                problem = registry.hub_repository_problem(image.name)
+                if problem is not None:
+                    raise ValueError(problem)
+        return self
+
 
 class LoadedConfig(BaseModel):
     """The validated config with where it came from, so that relative paths resolve against its folder."""
@@ -379,7 +435,7 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedC
         if document is None:
             raise ConfigError(f"{config_path}: no [tool.pipeline] table; add one or use pipeline.toml")
     try:
-        pipeline = PipelineConfig.model_validate(document)
+        pipeline = PipelineConfig.model_validate(document, context={"root": config_path.resolve().parent})
     except ValidationError as error:
         first = error.errors()[0]
         more = len(error.errors()) - 1

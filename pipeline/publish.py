@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 
 from pipeline import dockerconfig
 from pipeline.build import BuiltImage
-from pipeline.config import RegistryConfig
-from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
+from pipeline.config import DOCKER_HUB_HOSTS, RegistryConfig
+from pipeline.distribution import (
+    INDEX_TYPES,
+    BlobUploader,
+    Manifest,
+    PushStats,
+    RegistryClient,
+    engine_trust_gap,
+)
 from pipeline.dockerconfig import add_login
 from pipeline.errors import AuthError, RegistryError
 from pipeline.registry import Credentials
@@ -54,16 +61,13 @@ def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None 
         insecure=registry.insecure,
         name=registry.name,
         credential_variables=variables,
+        ca_file=registry.ca_file,
     )
 
 
 def docker_host(registry: RegistryConfig) -> str:
     """The server name `docker login` wants (Docker Hub's is the default one)."""
-    return (
-        "docker.io"
-        if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io")
-        else registry.host
-    )
+    return "docker.io" if registry.host in DOCKER_HUB_HOSTS else registry.host
 
 
 def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
@@ -71,6 +75,9 @@ def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str,
     for registry in registries:
         registry_client(registry, environ).ping()
         log.info("registry %s (%s) answers", registry.name, registry.host)
+        gap = engine_trust_gap(registry.host, registry.ca_file)
+        if gap is not None:
+            log.warning("registry %s: %s", registry.name, gap)
 
 
 def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:

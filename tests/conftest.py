@@ -9,4 +9,7 @@ pytest_plugins = [
     "tests.fixtures.gitrepos",
     "tests.fixtures.faultproxy",
     "tests.fixtures.hostedrunner",
+    "tests.fixtures.hub",
+    "tests.fixtures.tlsregistry",
+    "tests.fixtures.connectproxy",
 ]
