@@ -152,7 +152,9 @@ def config_error_annotation(message: str, environ: Mapping[str, str], *, origina
     if path.name == DERIVED_CONFIG_NAME and original is not None:
         # The derived file only adds the action's inputs: a problem there is one of the inputs.
         return annotation(
-            "error", f"action inputs: {message.removeprefix(match[0])}", file=shown_path(original, environ)
+            "error",
+            f"action inputs: {message.removeprefix(match['path'] + ': ')}",
+            file=shown_path(original, environ),
         )
     line: int | None = None
     key = match["key"]
@@ -389,24 +391,14 @@ def apply_registry_auths(derived: dict[str, Any], auths: Sequence[Mapping[str, s
 
 
 def check_inputs(config: LoadedConfig, environ: Mapping[str, str]) -> None:
-    """What the pipeline would only find later, found now and named by the input: images, Docker Hub paths,
-    credentials that are missing (a pull request from a fork gets no secrets)."""
+    """What the pipeline would only find later, found now and named by the input: images, credentials that
+    are missing (a pull request from a fork gets no secrets). Docker Hub paths: the config's own validation."""
     images = split_list(environ.get("PIPELINE_INPUT_IMAGES"))
     known = {name for image in config.pipeline.images for name in (image.name, image.short_name)}
     for name in images:
         if name not in known:
             declared = ", ".join(image.name for image in config.pipeline.images)
             raise ConfigError(f"input images: no image named {name!r} in the config (declared: {declared})")
-    for registry in config.pipeline.registries:
-        if registry.host not in _DOCKER_HUB_HOSTS:
-            continue
-        for image in config.pipeline.images:
-            path = f"{registry.namespace}/{image.name}".strip("/")
-            if path.count("/") > 1:
-                raise ConfigError(
-                    f"registry {registry.name}: Docker Hub takes namespace/name, not {path}; "
-                    "use an image name without '/' there (e.g. a '-' instead)"
-                )
     if (
         environ.get("PIPELINE_INPUT_PUSH", "true").strip().lower() == "false"
         or environ.get("PIPELINE_INPUT_DRY_RUN", "false").strip().lower() == "true"
@@ -480,8 +472,12 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
         "# Written by the image-pipeline action from "
         f"{loaded.path.name} and the action's inputs; safe to delete.\n" + toml_dump(derived)
     )
-    derived_config = load_config(target)
-    check_inputs(derived_config, environ)
+    try:
+        derived_config = load_config(target)
+        check_inputs(derived_config, environ)
+    except ConfigError:
+        target.unlink()  # the cleanup step knows only a config the step gave as its output
+        raise
     commands += mask_registry_secrets(derived_config, environ)
     return target, commands
 
@@ -670,7 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     if args.command == "prepare":
         given = environ.get("PIPELINE_INPUT_CONFIG", "").strip()
-        original = (Path.cwd() / given) if given else None
+        try:  # the file the derived config came from: a problem in the derived one is one of the inputs
+            original: Path | None = (Path.cwd() / given) if given else find_config(Path.cwd())
+        except ConfigError:
+            original = None
         try:
             path, commands_out = prepare(environ)
         except ConfigError as error:
