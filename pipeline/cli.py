@@ -16,7 +16,8 @@ from pathlib import Path
 from rich.logging import RichHandler
 
 from pipeline import __version__
-from pipeline.errors import PipelineError
+from pipeline import signals
+from pipeline.errors import Interrupted, PipelineError
 
 # Subcommand -> the module that registers it (`register(subparsers)`, setting `handler`). Only the module
 # of the command being run is imported, so that `pipeline plan` does not pay for the lint or smoke code.
@@ -95,14 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
+    signals.install()
     try:
         return handler(args)
     except PipelineError as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was promoted past the last completed step", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        code = error.exit_code if isinstance(error, Interrupted) else 130
+        name = "SIGTERM" if code == 143 else "SIGINT"
+        print(f"error: interrupted ({name}); no tag moved past the last completed step", file=sys.stderr)
+        return code
     except Exception as error:  # one line for the unexpected too: it is still a bug to report, not a dump
         from python_on_whales.exceptions import DockerException
 

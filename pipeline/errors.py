@@ -41,3 +41,15 @@ class SmokeError(PipelineError):
 
 class LintError(PipelineError):
     """Lint found errors, or could not run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the run stops, cleans up, writes its report and exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
