@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 
 from pipeline import __version__
 from pipeline import signals
-from pipeline.errors import Interrupted, PipelineError
+from pipeline.errors import Interrupted, PipelineError, PreflightError
 
 # Subcommand -> the module that registers it (`register(subparsers)`, setting `handler`). Only the module
 # of the command being run is imported, so that `pipeline plan` does not pay for the lint or smoke code.
@@ -91,6 +91,13 @@ def error_line(error: BaseException) -> str:
     return " ".join(text.split()) if "\n" not in text else text.splitlines()[0].strip()
 
 
+def error_lines(error: PipelineError) -> list[str]:
+    """A preflight names every problem it found, one line each; any other error is one line."""
+    if isinstance(error, PreflightError):
+        return [" ".join(problem.split()) for problem in error.problems]
+    return [error_line(error)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -100,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except PipelineError as error:
-        print(f"error: {error_line(error)}", file=sys.stderr)
+        for line in error_lines(error):
+            print(f"error: {line}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as error:
         code = error.exit_code if isinstance(error, Interrupted) else 130

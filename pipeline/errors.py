@@ -15,6 +15,14 @@ class ConfigError(PipelineError):
     exit_code = 2
 
 
+class PreflightError(ConfigError):
+    """Checks before any build found problems: one line each, all of them at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 class EngineError(PipelineError):
     """No usable container engine, and none could be provisioned."""
 

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -109,13 +110,17 @@ def make_plan(
     allow_dirty: bool = True,
     fetch_tags: bool = False,
     environ: Mapping[str, str] | None = None,
+    own_files: Sequence[Path] = (),
 ) -> Plan:
-    """The plan for HEAD of the repository containing the config, in the current (or given) CI context."""
+    """The plan for HEAD of the repository containing the config, in the current (or given) CI context.
+
+    `own_files`: files the pipeline itself writes (the release report), which do not make a context dirty.
+    """
     environ = os.environ if environ is None else environ
     registries = tuple(registries) if registries is not None else planned_registries(config)
     settings = config.pipeline
     state = read_state(config.root, tag_prefix=settings.version.tag_prefix, fetch_tags=fetch_tags)
-    context_files = sent_untracked_files(config)
+    context_files = sent_untracked_files(config, own_files)
     if context_files and not state.dirty:
         state = dataclasses.replace(state, dirty=True)
     version = state.version
@@ -161,7 +166,7 @@ def make_plan(
     return plan
 
 
-def sent_untracked_files(config: LoadedConfig) -> list[str]:
+def sent_untracked_files(config: LoadedConfig, own_files: Sequence[Path] = ()) -> list[str]:
     """Untracked and git-ignored files (relative to the config's folder) that some image's build context
     would send after its .dockerignore: a build would publish content no commit holds."""
     from pipeline.lint import dockerignore_for, is_ignored, parse_dockerignore
@@ -173,8 +178,9 @@ def sent_untracked_files(config: LoadedConfig) -> list[str]:
             continue  # preflight reports the missing folder
         ignore_file = dockerignore_for(config.dockerfile_path(image), context)
         patterns = parse_dockerignore(ignore_file.read_text()) if ignore_file is not None else []
+        own = {path.resolve() for path in own_files}
         for name in untracked_in(config.root, context):
-            if not is_ignored(name, patterns):
+            if not is_ignored(name, patterns) and (context / name).resolve() not in own:
                 where = (context / name).relative_to(config.root) if context.is_relative_to(config.root) else name
                 found.append(str(where))
     return sorted(dict.fromkeys(found))

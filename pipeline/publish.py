@@ -235,6 +235,11 @@ def verify_same_digest(
         found = registry_client(registry, environ).manifest_digest(
             _repository_path(registry, published.image), published.index_digest
         )
+        if found is None:
+            raise RegistryError(
+                f"registry {registry.name} does not hold {published.image}@{published.index_digest}; push it "
+                "there (a `pipeline build --push-by-digest` and `merge` to every registry) before releasing"
+            )
         if found != published.index_digest:
             raise RegistryError(
                 f"registry {registry.name} holds {published.image} as {found}, not {published.index_digest}; "
@@ -312,8 +317,12 @@ class PromotionJournal:
     on_change: Callable[[], None] | None = None
 
     def changed(self) -> None:
-        if self.on_change is not None:
+        if self.on_change is None:
+            return
+        try:
             self.on_change()
+        except Exception as error:  # the listener (the report) must never stop or break a rollback
+            log.error("could not record the promotion step: %s", error)
 
 
 def promote_all(
@@ -426,6 +435,35 @@ def image_metadata(client: RegistryClient, repository: str, manifest: Manifest) 
         for key, value in labels.items():
             found.setdefault(str(key), str(value))
     return found
+
+
+def find_tested_digest(
+    image: str,
+    tags: Sequence[str],
+    revision: str,
+    registries: Sequence[RegistryConfig],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, str] | None:
+    """(digest, "registry:tag") when a tag of this release already points, in the first registry, to an
+    image built from `revision` that every registry holds: a rerun of the commit reuses that tested digest
+    instead of tagging a new one (a rebuild differs, if only in its provenance attestation's times)."""
+    if not registries:
+        return None
+    first = registries[0]
+    client = registry_client(first, environ)
+    repository = _repository_path(first, image)
+    for tag in tags:
+        current = _current(client, repository, tag)
+        if current is None or image_metadata(client, repository, current).get(REVISION_KEY) != revision:
+            continue
+        for registry in registries[1:]:
+            if registry_client(registry, environ).manifest_digest(
+                _repository_path(registry, image), current.digest
+            ) != current.digest:
+                log.info("%s:%s is this commit's, but %s lacks it: building", image, tag, registry.name)
+                return None
+        return current.digest, f"{first.name}:{tag}"
+    return None
 
 
 @contextlib.contextmanager
@@ -648,9 +686,13 @@ def run_merge_command(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{path}: not a digest file written by `pipeline build --digest-file` ({error})"
             ) from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("platforms"), dict):
+            raise ConfigError(
+                f"{path}: has no `platforms` object; give the file `pipeline build --digest-file` wrote"
+            )
         if recorded.get("image") != image.name:
             raise ConfigError(f"{path}: holds image {recorded.get('image')!r}, not {image.name!r}")
-        digests.extend(recorded["platforms"].values())
+        digests.extend(str(digest) for digest in recorded["platforms"].values())
     with isolated_docker_config():
         index_digest = merge_platform_digests(image.name, digests, registries)
     result = {

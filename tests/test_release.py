@@ -192,8 +192,14 @@ def test_missing_dockerfile_is_one_line(tmp_path: Path) -> None:
     git(project, "init", "-q")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "x")
+    # The dry run says what a release would refuse, not "would build" (issue 17, point 10).
     result = run_pipeline(project, "release", "--dry-run")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and "would build" not in result.stdout, result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "images[x].dockerfile" in line and "does not exist" in line
+    result = run_pipeline(project, "release")
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    assert json.loads((project / "release.json").read_text())["status"] == "refused"
     result = run_pipeline(project, "build", "x", "--load")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
