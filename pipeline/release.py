@@ -125,7 +125,9 @@ def release(
             print(
                 f"note: the tree has uncommitted changes ({plan.version}): a release would refuse without --allow-dirty"
             )
-        preflight_files(config, plan, digests or {})
+        problems = file_problems(config, plan, digests or {})
+        if problems:
+            raise PreflightError(problems)
         report = dry_run(config, plan)
         write_github_outputs(report, environ)
         return report
@@ -154,10 +156,12 @@ def release(
     try:
         if not allow_dirty:
             require_clean(plan)
-        preflight_files(config, plan, digests or {})
+        problems = file_problems(config, plan, digests or {})
         save("engine")
         status = ensure_engine()
-        preflight_platforms(plan, status.platforms)
+        problems += platform_problems(plan, status.platforms)
+        if problems:
+            raise PreflightError(problems)
         registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
         plan = dataclasses.replace(plan, registries=registries or plan.registries)
         stand_in = offline_base_in_use(status)
@@ -238,7 +242,7 @@ def _save_final(report: ReleaseReport, path: Path | None, environ: Mapping[str, 
     print_release_table(report)
 
 
-def preflight_files(config: LoadedConfig, plan: Plan, digests: Mapping[str, str]) -> None:
+def file_problems(config: LoadedConfig, plan: Plan, digests: Mapping[str, str]) -> list[str]:
     """Everything about the images' files that can be known without building: every problem, one line each."""
     problems: list[str] = []
     for image_plan in plan.images:
@@ -258,23 +262,20 @@ def preflight_files(config: LoadedConfig, plan: Plan, digests: Mapping[str, str]
                 load_suite(smoke)
             except PipelineError as error:
                 problems.append(str(error).splitlines()[0])
-    if problems:
-        raise PreflightError(problems)
+    return problems
 
 
-def preflight_platforms(plan: Plan, engine_platforms: list[str]) -> None:
+def platform_problems(plan: Plan, engine_platforms: list[str]) -> list[str]:
     """Every platform of every image is one the engine can build (natively or through QEMU)."""
     if not engine_platforms:
-        return  # the engine did not say; the build will
-    problems = [
+        return []  # the engine did not say; the build will
+    return [
         f"images[{image.name}].platforms: {platform} cannot be built by this engine (it builds "
         f"{', '.join(engine_platforms)}); remove it or register QEMU emulation for it"
         for image in plan.images
         for platform in image.platforms
         if platform not in engine_platforms and f"{platform}/v8" not in engine_platforms
     ]
-    if problems:
-        raise PreflightError(problems)
 
 
 def _promote(

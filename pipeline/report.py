@@ -163,15 +163,17 @@ def short_digest(digest: str) -> str:
 
 def print_release_table(report: ReleaseReport, console: Console | None = None) -> None:
     console = console or wide_console()
-    table = Table(title=f"release {report.version} ({report.status})")
+    table = Table(title=Text(f"release {report.version} ({report.status})"))
     for column in ("image", "platform", "registry", "digest", "runs as", "smoke"):
         table.add_column(column, overflow="fold")
     for outcome in report.images:
         rows = smoke_rows(outcome)
         if not rows:
-            table.add_row(outcome.name, "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run")
+            table.add_row(Text(outcome.name), "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run")
         for registry, platform, digest, reported, result in rows:
-            table.add_row(outcome.name, platform, registry, short_digest(digest), Text(reported), result)
+            table.add_row(
+                *(Text(cell) for cell in (outcome.name, platform, registry, short_digest(digest), reported, result))
+            )
     console.print(table)
     for outcome in report.images:
         if outcome.index_digest:
