@@ -99,11 +99,21 @@ def error_lines(error: PipelineError) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(argv)
+    previous = signals.install()
+    try:
+        return _main(argv)
+    finally:
+        signals.restore(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser(argv)
+    except KeyboardInterrupt as error:
+        return error.exit_code if isinstance(error, Interrupted) else 130
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
-    signals.install()
     try:
         return handler(args)
     except PipelineError as error:
@@ -113,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as error:
         code = error.exit_code if isinstance(error, Interrupted) else 130
         name = "SIGTERM" if code == 143 else "SIGINT"
-        print(f"error: interrupted ({name}); no tag moved past the last completed step", file=sys.stderr)
+        print(f"error: interrupted ({name}); stopped and cleaned up, the report says what moved", file=sys.stderr)
         return code
     except Exception as error:  # one line for the unexpected too: it is still a bug to report, not a dump
         from python_on_whales.exceptions import DockerException

@@ -333,5 +333,13 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("registry", help="manage the embedded local registry")
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--port", type=int, default=None, help="preferred port (default: config or 5000)")
+    parser.add_argument("--port", type=port_number, default=None, help="preferred port (default: config or 5000)")
     parser.set_defaults(handler=_run)
+
+
+def port_number(text: str) -> int:
+    """--port: a TCP port, 1-65535 (argparse turns the ValueError into its one-line usage error)."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(text)
+    return port

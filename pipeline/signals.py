@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pipeline.errors import Interrupted
 
@@ -99,14 +100,30 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install() -> bool:
-    """Install the policy (main thread only; elsewhere Python cannot take signals). True when installed."""
+Previous = dict[int, Any]
+
+
+def install() -> Previous:
+    """Install the policy (main thread only; elsewhere Python cannot take signals); returns what it
+    replaced, for `restore`. Installing it again keeps the policy and the first previous handlers."""
     if threading.current_thread() is not threading.main_thread():
-        return False
+        return {}
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED}
+    if all(handler is _handler for handler in previous.values()):
+        return {}  # already in force (`python -m pipeline` installs it before the imports)
     _state["interrupted"] = 0
     for signum in HANDLED:
         signal.signal(signum, _handler)
-    return True
+    return previous
+
+
+def restore(previous: Previous) -> None:
+    """Put back the handlers `install` replaced (a caller running `main` in-process keeps its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in previous.items():
+        if handler is not None:  # None: set outside Python, cannot be put back from here
+            signal.signal(signum, handler)
 
 
 def handler() -> object:
