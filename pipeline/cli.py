@@ -15,8 +15,7 @@ from pathlib import Path
 
 from rich.logging import RichHandler
 
-from pipeline import __version__
-from pipeline import signals
+from pipeline import __version__, signals
 from pipeline.errors import Interrupted, PipelineError, PreflightError
 
 # Subcommand -> the module that registers it (`register(subparsers)`, setting `handler`). Only the module
@@ -123,7 +122,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as error:
         code = error.exit_code if isinstance(error, Interrupted) else 130
         name = "SIGTERM" if code == 143 else "SIGINT"
-        print(f"error: interrupted ({name}); stopped and cleaned up, the report says what moved", file=sys.stderr)
+        print(
+            f"error: interrupted ({name}); stopped and cleaned up, the report says what moved",
+            file=sys.stderr,
+        )
         return code
     except Exception as error:  # one line for the unexpected too: it is still a bug to report, not a dump
         from python_on_whales.exceptions import DockerException

@@ -324,9 +324,9 @@ def _describe(error: dict[str, Any], prefix: tuple[str, ...]) -> str:
 def _summary(error: ValidationError, prefix: tuple[str, ...]) -> str:
     """The first problem, and how many more there are, counting each key once: pydantic reports a value
     that fits none of `str | None` once per alternative, which is still one problem for the user."""
-    errors = [dict(e) for e in error.errors()]
+    errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
     # A tuple whose only items failed is then also "too short": a consequence, not another problem.
-    failed = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
+    failed = {tuple(e["loc"])[:1] for e in errors if len(tuple(e["loc"])) > 1}
     errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in failed)] or errors
     places = list(dict.fromkeys(_problem_place(e) for e in errors))
     more = len(places) - 1

@@ -181,7 +181,9 @@ def sent_untracked_files(config: LoadedConfig, own_files: Sequence[Path] = ()) -
         own = {path.resolve() for path in own_files}
         for name in untracked_in(config.root, context):
             if not is_ignored(name, patterns) and (context / name).resolve() not in own:
-                where = (context / name).relative_to(config.root) if context.is_relative_to(config.root) else name
+                where = (
+                    (context / name).relative_to(config.root) if context.is_relative_to(config.root) else name
+                )
                 found.append(str(where))
     return sorted(dict.fromkeys(found))
 

@@ -274,7 +274,9 @@ def promote(
     journal = PromotionJournal()
     promote_all([PromotionRequest(image, digest, tuple(tags))], registries, journal, environ)
     return [
-        Promotion(registry.name, registry.repository(image), digest, journal.moved.get((image, registry.name), []))
+        Promotion(
+            registry.name, registry.repository(image), digest, journal.moved.get((image, registry.name), [])
+        )
         for registry in registries
     ]
 
@@ -457,9 +459,12 @@ def find_tested_digest(
         if current is None or image_metadata(client, repository, current).get(REVISION_KEY) != revision:
             continue
         for registry in registries[1:]:
-            if registry_client(registry, environ).manifest_digest(
-                _repository_path(registry, image), current.digest
-            ) != current.digest:
+            if (
+                registry_client(registry, environ).manifest_digest(
+                    _repository_path(registry, image), current.digest
+                )
+                != current.digest
+            ):
                 log.info("%s:%s is this commit's, but %s lacks it: building", image, tag, registry.name)
                 return None
         return current.digest, f"{first.name}:{tag}"

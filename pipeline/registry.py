@@ -333,7 +333,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("registry", help="manage the embedded local registry")
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--port", type=port_number, default=None, help="preferred port (default: config or 5000)")
+    parser.add_argument(
+        "--port", type=port_number, default=None, help="preferred port (default: config or 5000)"
+    )
     parser.set_defaults(handler=_run)
 
 

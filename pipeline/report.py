@@ -64,7 +64,9 @@ class ReleaseReport:
     images: list[ImageOutcome] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     step: str = "start"
-    promotion: dict[str, list[str]] = field(default_factory=dict)  # kept / restored / unrestored, as sentences
+    promotion: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # kept / restored / unrestored, as sentences
 
     @classmethod
     def start(cls, plan: Plan, *, mode: str) -> ReleaseReport:
@@ -169,10 +171,15 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
     for outcome in report.images:
         rows = smoke_rows(outcome)
         if not rows:
-            table.add_row(Text(outcome.name), "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run")
+            table.add_row(
+                Text(outcome.name), "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run"
+            )
         for registry, platform, digest, reported, result in rows:
             table.add_row(
-                *(Text(cell) for cell in (outcome.name, platform, registry, short_digest(digest), reported, result))
+                *(
+                    Text(cell)
+                    for cell in (outcome.name, platform, registry, short_digest(digest), reported, result)
+                )
             )
     console.print(table)
     for outcome in report.images:

@@ -69,7 +69,9 @@ def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={text!r} is not a number; unset it or give one") from None
+        raise ConfigError(
+            f"environment variable {name}={text!r} is not a number; unset it or give one"
+        ) from None
     if value < 0:
         raise ConfigError(f"environment variable {name}={text!r} is negative; give a number >= 0")
     return value

@@ -43,11 +43,11 @@ def descendants(root: int | None = None) -> list[int]:
     session = os.getsid(root)
     table: dict[int, list[int]] = {}
     with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                facts = _parent_and_session(int(entry))
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                facts = _parent_and_session(int(entry.name))
                 if facts is not None and facts[1] == session:
-                    table.setdefault(facts[0], []).append(int(entry))
+                    table.setdefault(facts[0], []).append(int(entry.name))
     found: list[int] = []
     pending = list(table.get(root, []))
     while pending:
@@ -108,7 +108,7 @@ def install() -> Previous:
     replaced, for `restore`. Installing it again keeps the policy and the first previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {signum: signal.getsignal(signum) for signum in HANDLED}
+    previous: Previous = {int(signum): signal.getsignal(signum) for signum in HANDLED}
     if all(handler is _handler for handler in previous.values()):
         return {}  # already in force (`python -m pipeline` installs it before the imports)
     _state["interrupted"] = 0

@@ -428,7 +428,10 @@ def _push_layout(target: Target, tmp: Path, version: str, revision: str = "0" * 
     body = json.dumps(index).encode()
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     (blobs / digest.removeprefix("sha256:")).write_bytes(body)
-    outer = {"schemaVersion": 2, "manifests": [{"mediaType": INDEX_TYPES[0], "digest": digest, "size": len(body)}]}
+    outer = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": INDEX_TYPES[0], "digest": digest, "size": len(body)}],
+    }
     (layout.path / "index.json").write_text(json.dumps(outer))
     for registry in target.registries:
         client = RegistryClient(
@@ -457,7 +460,10 @@ def test_a_tag_write_failing_in_the_second_registry_restores_the_first(
     before = _tag_map(target)
     new = _push_layout(target, tmp_path, "1.1.0")
     # The second registry (Docker Hub's stand-in) takes the first tags, then rejects `latest` for good.
-    hub = make_fault_proxy(target.auth_registry.url, FaultPlan(always=True, faults=("500",), method="PUT", path="/manifests/latest$"))
+    hub = make_fault_proxy(
+        target.auth_registry.url,
+        FaultPlan(always=True, faults=("500",), method="PUT", path="/manifests/latest$"),
+    )
     target.auth_host = hub.url
     journal = PromotionJournal()
     request = PromotionRequest("hello", new, ("1.1.0", "1.1", "1", "latest"), ("1.1", "1", "latest"), "1.1.0")
@@ -481,7 +487,9 @@ def test_floating_tags_never_move_to_a_lower_version_than_the_registry_holds(
     # A 1.x backport (or an older CI run finishing last) whose clone never saw 2.0.0: it believes it is latest.
     older = _push_layout(target, tmp_path, "1.9.4")
     journal = PromotionJournal()
-    request = PromotionRequest("hello", older, ("1.9.4", "1.9", "1", "latest"), ("1.9", "1", "latest"), "1.9.4")
+    request = PromotionRequest(
+        "hello", older, ("1.9.4", "1.9", "1", "latest"), ("1.9", "1", "latest"), "1.9.4"
+    )
 
     promote_all([request], target.registries, journal, target.environ)
 

@@ -448,8 +448,12 @@ def test_refusals_write_the_report_and_come_before_any_work(
 
     # Several preflight problems: all named, one line each, nothing built.
     toml = (project / "pipeline.toml").read_text()
-    (project / "hello" / "smoke.yaml").write_text("schemaVersion: 2.0.0\ncommandTests:\n  - name: x\n    command: sh\n    expectedOutput: ['(?<=a)b']\n")
-    (project / "pipeline.toml").write_text(toml.replace('context = "hello"', 'context = "hello"\nplatforms = ["linux/amd64", "linux/s390x"]'))
+    (project / "hello" / "smoke.yaml").write_text(
+        "schemaVersion: 2.0.0\ncommandTests:\n  - name: x\n    command: sh\n    expectedOutput: ['(?<=a)b']\n"
+    )
+    (project / "pipeline.toml").write_text(
+        toml.replace('context = "hello"', 'context = "hello"\nplatforms = ["linux/amd64", "linux/s390x"]')
+    )
     git(project, "commit", "-qam", "s390x")
     result = run_pipeline(project, "release")
     lines = _errors(result)
@@ -466,7 +470,9 @@ def test_refusals_write_the_report_and_come_before_any_work(
     assert "password_env: must name an environment variable" in line
     git(project, "checkout", "-q", "HEAD~1", "--", ".")
     git(project, "commit", "-qam", "back to amd64 and arm64")
-    result = run_pipeline(project, "release", "--digest", f"{IMAGE}=sha256:{'0' * 64}", env={"PIPELINE_RETRY_ATTEMPTS": "abc"})
+    result = run_pipeline(
+        project, "release", "--digest", f"{IMAGE}=sha256:{'0' * 64}", env={"PIPELINE_RETRY_ATTEMPTS": "abc"}
+    )
     (line,) = _errors(result)
     assert "PIPELINE_RETRY_ATTEMPTS='abc' is not a number" in line, line
 

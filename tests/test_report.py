@@ -12,7 +12,9 @@ from pipeline.report import ReleaseReport, print_release_table
 
 
 def _report() -> ReleaseReport:
-    return ReleaseReport(version="1.2.3", revision="0" * 40, mode="publish", started_at="2026-01-01T00:00:00+00:00")
+    return ReleaseReport(
+        version="1.2.3", revision="0" * 40, mode="publish", started_at="2026-01-01T00:00:00+00:00"
+    )
 
 
 def test_messages_with_brackets_print_as_they_are_never_as_markup() -> None:

@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import fnmatch
 import json
+import os
 import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +27,7 @@ from typing import Any
 
 from tests.hostile.cases import CONCURRENT, GHP, PASTED, Case, Ctx, all_cases
 from tests.hostile.world import (
+    GIT_ENV,
     IMAGE,
     Run,
     World,
@@ -72,13 +75,18 @@ def check_run(tally: Tally, case_id: str, expect_rc: tuple[int, ...], expect: st
     if "Traceback (most recent call last)" in output:
         tally.tracebacks.append(where)
     errors = _error_lines(run)
-    if any("unexpected " in line or line.startswith("error: docker:") for line in errors) or "HOSTILE: the run hung" in output:
+    if (
+        any("unexpected " in line or line.startswith("error: docker:") for line in errors)
+        or "HOSTILE: the run hung" in output
+    ):
         tally.unexpected.append(f"{where}: {errors[-1] if errors else 'hung'}")
     signal_missed = run.signalled and not run.phase_reached
     if signal_missed:
         tally.phase_missed.append(where)
     if run.returncode not in expect_rc and not (signal_missed and run.returncode == 0):
-        tally.unexpected.append(f"{where}: exit {run.returncode} (want {expect_rc}): {(errors or [output[-300:]])[-1]}")
+        tally.unexpected.append(
+            f"{where}: exit {run.returncode} (want {expect_rc}): {(errors or [output[-300:]])[-1]}"
+        )
     elif run.returncode != 0 and not errors and run.returncode not in (130, 143):
         tally.unexpected.append(f"{where}: failed without an error line")
     elif expect and expect not in output:
@@ -93,19 +101,30 @@ def scan_secrets(tally: Tally, where: str, world: World, run: Run, project: Path
     texts = {"stdout": run.stdout, "stderr": run.stderr}
     for path in [*project.rglob("*"), *run.tmpdir.rglob("*")]:
         # The config is where the user pasted the secret: finding it there is their input, not our leak.
-        if path.is_file() and ".git" not in path.parts and path.name != "pipeline.toml" and path.stat().st_size < 5_000_000:
+        if (
+            path.is_file()
+            and ".git" not in path.parts
+            and path.name != "pipeline.toml"
+            and path.stat().st_size < 5_000_000
+        ):
             with contextlib.suppress(OSError):
                 texts[str(path)] = path.read_text(errors="replace")
     for name, text in texts.items():
         for secret in [*world.secrets, GHP, *PASTED]:
             if secret in text:
                 tally.secrets.append(f"{where}: a secret in {name}")
-    left = [p.name for p in run.tmpdir.iterdir() if p.name.startswith("pipeline-")] if run.tmpdir.exists() else []
+    left = (
+        [p.name for p in run.tmpdir.iterdir() if p.name.startswith("pipeline-")]
+        if run.tmpdir.exists()
+        else []
+    )
     if left:
         tally.leftovers.append(f"{where}: left in TMPDIR: {left}")
 
 
-def check_registries(tally: Tally, where: str, world: World, namespace: str, state: NamespaceState, project: Path) -> None:
+def check_registries(
+    tally: Tally, where: str, world: World, namespace: str, state: NamespaceState, project: Path
+) -> None:
     """The invariants that must hold in the registries after any run, whatever it did."""
     report = _read_report(project)
     if report is not None:
@@ -121,10 +140,11 @@ def check_registries(tally: Tally, where: str, world: World, namespace: str, sta
         for tag, digest in tags.items():
             if digest not in state.tested:
                 tally.corruptions.append(f"{where}: {which} {tag} -> untested {digest}")
-        if "latest" in tags and tags["latest"]:
-            latest = version_of(client, repository, tags["latest"])
+        latest_digest = tags.get("latest")
+        if latest_digest:
+            latest = version_of(client, repository, latest_digest)
             for tag, digest in tags.items():
-                if digest and digest != tags["latest"] and re.fullmatch(r"[0-9.]+", tag):
+                if digest and digest != latest_digest and re.fullmatch(r"[0-9.]+", tag):
                     other = version_of(client, repository, digest)
                     if newer(other, latest):
                         tally.corruptions.append(f"{where}: {which} latest on {latest} below {tag} ({other})")
@@ -134,14 +154,18 @@ def check_registries(tally: Tally, where: str, world: World, namespace: str, sta
             if seen["private"][tag] != seen["hub"][tag]:
                 tally.corruptions.append(f"{where}: registries disagree on {tag}")
         if set(seen["private"]) ^ set(seen["hub"]) and _both_configured(project):
-            tally.corruptions.append(f"{where}: half promoted: {sorted(set(seen['private']) ^ set(seen['hub']))}")
+            tally.corruptions.append(
+                f"{where}: half promoted: {sorted(set(seen['private']) ^ set(seen['hub']))}"
+            )
     if report is not None and report.get("status") not in (None, "running"):
         for reference in report.get("tags_moved", []):
             name, _, tag = reference.rpartition(":")
             which = "hub" if name.startswith(world.auth_registry.url) else "private"
             digests = {image.get("index_digest") for image in report.get("images", [])}
             if seen.get(which, {}).get(tag) not in digests:
-                tally.corruptions.append(f"{where}: the report says {reference} moved, the registry disagrees")
+                tally.corruptions.append(
+                    f"{where}: the report says {reference} moved, the registry disagrees"
+                )
     elif report is not None and report.get("status") == "running":
         tally.corruptions.append(f"{where}: the report still says running after the process ended")
 
@@ -167,7 +191,14 @@ def run_case(tally: Tally, world: World, case: Case, root: Path) -> None:
     for name, plan in case.faults.items():
         upstream = world.auth_registry.url if name == "hub" else world.open_registry.url
         hosts[name] = world.proxy(upstream, plan).url
-    config = base_config(world, registries_toml(world, namespace, case.registries, hosts) if case.registries != "none" else "", case.extra) + case.tail
+    config = (
+        base_config(
+            world,
+            registries_toml(world, namespace, case.registries, hosts) if case.registries != "none" else "",
+            case.extra,
+        )
+        + case.tail
+    )
     if case.config is not None:
         config = case.config(config)
     project = make_project(world, case_dir / "project", config, tag=case.tag)
@@ -177,8 +208,7 @@ def run_case(tally: Tally, world: World, case: Case, root: Path) -> None:
     state = NamespaceState()
     env = {**world.environ, **case.env}
     for attempt in range(case.runs):
-        args = case.args if case.args[:1] != ("--config",) else case.args
-        run = _run(project, args, ctx.tmp / str(attempt), env, case)
+        run = _run(project, case.args, ctx.tmp / str(attempt), env, case)
         expect = case.expect if attempt == case.runs - 1 else ""
         check_run(tally, case.id, case.expect_rc, expect, run)
         scan_secrets(tally, case.id, world, run, project)
@@ -188,15 +218,16 @@ def run_case(tally: Tally, world: World, case: Case, root: Path) -> None:
 
 def _run(project: Path, args: tuple[str, ...], tmp: Path, env: dict[str, str], case: Case) -> Run:
     if args[:1] == ("--config",):
-        from tests.hostile.world import GIT_ENV
-        import os
-        import subprocess
-
         tmp.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline", *args], cwd=project, env={**os.environ, **GIT_ENV, "TMPDIR": str(tmp), **env},
-            capture_output=True, text=True, check=False, timeout=600,
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=project,
+            env={**os.environ, **GIT_ENV, "TMPDIR": str(tmp), **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
         )
         return Run(args, result.returncode, result.stdout, result.stderr, time.monotonic() - started, tmp)
     return run_cli(project, args, tmp, env, send=case.send)
@@ -264,19 +295,30 @@ def _parallel(jobs: list[tuple[Path, Path]], env: dict[str, str]) -> list[Run]:
 
 
 def list_markdown() -> str:
-    lines = ["# Hostile cases (issue 17)", "", "Generated by `python -m tests.hostile --list`; run them with "
-             "`python -m tests.hostile` (real registries on loopback, the real engine).", "",
-             "| id | group | what | runs | expected exit |", "|---|---|---|---|---|"]
+    lines = [
+        "# Hostile cases (issue 17)",
+        "",
+        "Generated by `python -m tests.hostile --list`; run them with "
+        "`python -m tests.hostile` (real registries on loopback, the real engine).",
+        "",
+        "| id | group | what | runs | expected exit |",
+        "|---|---|---|---|---|",
+    ]
     for case in all_cases():
-        lines.append(f"| {case.id} | {case.group} | {case.what} | {case.runs} | {', '.join(map(str, case.expect_rc))} |")
+        lines.append(
+            f"| {case.id} | {case.group} | {case.what} | {case.runs} | {', '.join(map(str, case.expect_rc))} |"
+        )
     for case_id, group, what in CONCURRENT:
         lines.append(f"| {case_id} | {group} | {what} | 2 | 0 (or 1 for the loser of a race) |")
     total = sum(c.runs for c in all_cases()) + 2 * len(CONCURRENT)
-    lines += ["", f"{total} runs. After every run: tracebacks and unexpected-error paths, state corruptions "
-              "(human tag on an untested digest, registries disagreeing or half promoted, `latest` below another "
-              "release, a report contradicting the registries or left `running`), secrets (the registry password, "
-              "its base64 auth, a pasted token) in stdout, stderr, the project and TMPDIR, and after signals any "
-              "child process or `pipeline-*` temp folder left."]
+    lines += [
+        "",
+        f"{total} runs. After every run: tracebacks and unexpected-error paths, state corruptions "
+        "(human tag on an untested digest, registries disagreeing or half promoted, `latest` below another "
+        "release, a report contradicting the registries or left `running`), secrets (the registry password, "
+        "its base64 auth, a pasted token) in stdout, stderr, the project and TMPDIR, and after signals any "
+        "child process or `pipeline-*` temp folder left.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +345,10 @@ def main() -> int:
                         run_case(tally, env, case, root / "cases")
                     except Exception as error:  # a harness failure is reported, not hidden
                         tally.unexpected.append(f"{case.id}: harness: {type(error).__name__}: {error}")
-                    print(f"{case.id}: {tally.runs - before} run(s), {time.monotonic() - case_started:.1f}s", flush=True)
+                    print(
+                        f"{case.id}: {tally.runs - before} run(s), {time.monotonic() - case_started:.1f}s",
+                        flush=True,
+                    )
             for case_id, group, _ in CONCURRENT:
                 if fnmatch.fnmatch(case_id, args.only):
                     try:

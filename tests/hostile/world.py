@@ -175,8 +175,15 @@ def run_cli(
         stdout, stderr = process.communicate()
         stderr += "\nHOSTILE: the run hung and was killed"
     return Run(
-        args, process.returncode, stdout, stderr, time.monotonic() - started, tmpdir, children,
-        send[0] if send else 0, reached,
+        args,
+        process.returncode,
+        stdout,
+        stderr,
+        time.monotonic() - started,
+        tmpdir,
+        children,
+        send[0] if send else 0,
+        reached,
     )
 
 
