@@ -194,7 +194,9 @@ def _wait_for_phase(project: Path, phase: str, process: subprocess.Popen[str], l
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and process.poll() is None:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            if json.loads((project / "release.json").read_text())["step"].startswith(phase):
+            step = json.loads((project / "release.json").read_text())["step"]
+            # "start" lasts a few milliseconds: any step means the run has started.
+            if step.startswith(phase) or phase == "start":
                 return True
         time.sleep(0.05)
     return False
