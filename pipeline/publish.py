@@ -295,6 +295,8 @@ class PromotionRequest:
     floating: tuple[str, ...] = ()
     """Tags that must never move to a lower version than the one they point to now (`latest`, `X`, `X.Y`)."""
     version: str | None = None
+    revision: str | None = None
+    """The commit built: a tag already on another tested digest of it stays (a concurrent run won)."""
 
 
 @dataclass
@@ -343,8 +345,11 @@ def promote_all(
     """
     writes = _planned_writes(requests, registries, journal, environ)
     done: list[_TagWrite] = []
+    by_image = {request.image: request for request in requests}
     try:
         for write in writes:
+            if _overtaken(write, by_image[write.image], journal):
+                continue
             stored = write.client.put_manifest(write.repository, write.tag, write.manifest)
             if stored != write.manifest.digest:
                 raise RegistryError(
@@ -383,18 +388,49 @@ def _planned_writes(
                 if previous is not None and previous.digest == request.digest:
                     journal.moved.setdefault((request.image, registry.name), []).append(tag)
                     continue  # already there (a rerun): nothing to write, nothing to undo
-                if previous is not None and tag in request.floating and request.version is not None:
-                    theirs = image_metadata(client, repository, previous).get(VERSION_KEY)
-                    if _is_higher(theirs, request.version):
-                        note = (
-                            f"{registry.name}: {registry.repository(request.image)}:{tag} stays on {theirs} "
-                            f"({previous.digest[:19]}), higher than {request.version}"
-                        )
-                        log.warning("not moving %s", note)
-                        journal.kept.append(note)
-                        continue
+                note = _reason_to_keep(client, repository, tag, previous, request)
+                if note is not None:
+                    journal.kept.append(f"{registry.name}: {registry.repository(request.image)}:{tag} {note}")
+                    log.warning("not moving %s", journal.kept[-1])
+                    continue
                 writes.append(_TagWrite(registry, client, repository, request.image, tag, manifest, previous))
     return writes
+
+
+def _reason_to_keep(
+    client: RegistryClient, repository: str, tag: str, previous: Manifest | None, request: PromotionRequest
+) -> str | None:
+    """Why `tag` must stay where it is, if it must: it is already on another tested digest of this very
+    commit (two runs of one commit: the first to promote wins, both then agree), or it is a floating tag on
+    a higher version than this release."""
+    if previous is None:
+        return None
+    check_version = tag in request.floating and request.version is not None
+    if request.revision is None and not check_version:
+        return None
+    metadata = image_metadata(client, repository, previous)
+    if request.revision is not None and metadata.get(REVISION_KEY) == request.revision:
+        return f"stays on {previous.digest}, a tested digest of the same commit"
+    theirs = metadata.get(VERSION_KEY)
+    if check_version and request.version is not None and _is_higher(theirs, request.version):
+        return f"stays on {theirs} ({previous.digest[:19]}), higher than {request.version}"
+    return None
+
+
+def _overtaken(write: _TagWrite, request: PromotionRequest, journal: PromotionJournal) -> bool:
+    """Look at the tag again just before writing it: a concurrent release may have moved it since the first
+    read, higher or onto its own digest of this commit. The registry API has no compare-and-swap; this
+    narrows the race to one request (a HEAD when nothing changed)."""
+    digest = write.client.manifest_digest(write.repository, write.tag)
+    if digest is None or digest == (write.previous.digest if write.previous is not None else None):
+        return False
+    now = write.client.get_manifest(write.repository, write.tag)
+    note = _reason_to_keep(write.client, write.repository, write.tag, now, request)
+    if note is None:
+        return False
+    journal.kept.append(f"{write.registry.name}: {write.registry.repository(write.image)}:{write.tag} {note}")
+    log.warning("not moving %s", journal.kept[-1])
+    return True
 
 
 def _current(client: RegistryClient, repository: str, tag: str) -> Manifest | None:

@@ -287,6 +287,7 @@ def _promote(
 ) -> None:
     """Move every image's tags in every registry, or none; the report follows every tag as it moves."""
     step = time.monotonic()
+    revision = None if report.version.endswith("dirty") else report.revision
     journal = PromotionJournal()
 
     def record() -> None:
@@ -312,7 +313,9 @@ def _promote(
 
     journal.on_change = record
     requests = [
-        PromotionRequest(image_plan.name, digest, image_plan.tags, image_plan.floating, image_plan.version)
+        PromotionRequest(
+            image_plan.name, digest, image_plan.tags, image_plan.floating, image_plan.version, revision
+        )
         for image_plan, digest in tested
     ]
     try:

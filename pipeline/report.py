@@ -192,7 +192,7 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
                 tags = ", ".join(ref.rsplit(":", 1)[-1] for ref in moved)
                 console.print(Text(f"tagged {outcome.name} in {registry}: {tags}"))
     for line in report.promotion.get("kept", []):
-        console.print(Text(f"kept (higher version in the registry): {line}"))
+        console.print(Text(f"kept: {line}"))
     for line in report.promotion.get("restored", []):
         console.print(Text(f"rolled back: {line}"))
     for line in report.promotion.get("unrestored", []):

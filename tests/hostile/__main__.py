@@ -123,14 +123,25 @@ def scan_secrets(tally: Tally, where: str, world: World, run: Run, project: Path
 
 
 def check_registries(
-    tally: Tally, where: str, world: World, namespace: str, state: NamespaceState, project: Path
+    tally: Tally,
+    where: str,
+    world: World,
+    namespace: str,
+    state: NamespaceState,
+    project: Path,
+    *others: Path,
 ) -> None:
-    """The invariants that must hold in the registries after any run, whatever it did."""
+    """The invariants that must hold in the registries after any run, whatever it did. `others`: the
+    projects of concurrent runs, whose reports may rightly claim tags this run's report also claims."""
     report = _read_report(project)
-    if report is not None:
-        for image in report.get("images", []):
+    claims: dict[str, set[str]] = {}
+    for source in (project, *others):
+        other = _read_report(source) or {}
+        for image in other.get("images", []):
             if image.get("smoke_passed") and image.get("index_digest"):
                 state.tested.add(image["index_digest"])
+                for reference in other.get("tags_moved", []):
+                    claims.setdefault(reference, set()).add(image["index_digest"])
     repository = f"{namespace}/{IMAGE}"
     seen: dict[str, dict[str, str | None]] = {}
     for which in ("private", "hub"):
@@ -162,6 +173,7 @@ def check_registries(
             name, _, tag = reference.rpartition(":")
             which = "hub" if name.startswith(world.auth_registry.url) else "private"
             digests = {image.get("index_digest") for image in report.get("images", [])}
+            digests |= claims.get(reference, set())
             if seen.get(which, {}).get(tag) not in digests:
                 tally.corruptions.append(
                     f"{where}: the report says {reference} moved, the registry disagrees"
@@ -249,7 +261,7 @@ def run_concurrent(tally: Tally, world: World, case_id: str, root: Path) -> None
         for clone, run in zip(clones, runs, strict=True):
             check_run(tally, case_id, (0, 1), "", run)
             scan_secrets(tally, case_id, world, run, clone)
-            check_registries(tally, case_id, world, namespace, state, clone)
+            check_registries(tally, case_id, world, namespace, state, clone, *clones)
         return
     older = _clone(origin, case_dir / "older")  # cloned before 1.3.0 existed
     git(origin, "commit", "-q", "--allow-empty", "-m", "newer")
@@ -269,7 +281,7 @@ def run_concurrent(tally: Tally, world: World, case_id: str, root: Path) -> None
     for project, run in zip((newer_clone, older), runs, strict=True):
         check_run(tally, case_id, (0, 1), "", run)
         scan_secrets(tally, case_id, world, run, project)
-        check_registries(tally, case_id, world, namespace, state, project)
+        check_registries(tally, case_id, world, namespace, state, project, newer_clone, older)
 
 
 def _clone(origin: Path, target: Path) -> Path:
