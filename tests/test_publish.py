@@ -498,3 +498,31 @@ def test_floating_tags_never_move_to_a_lower_version_than_the_registry_holds(
         assert tags["1.9.4"] == tags["1.9"] == tags["1"] == older, "tags that were not higher did move"
     assert journal.moved[("hello", "private")] == ["1.9.4", "1.9", "1"]
     assert len(journal.kept) == 2 and all("stays on 2.0.0" in note for note in journal.kept), journal.kept
+
+
+def test_two_runs_of_one_commit_agree_on_the_first_tested_digest(target: Target, tmp_path: Path) -> None:
+    """Concurrent runs of one commit build two digests (provenance times differ): the first to promote wins
+    and the second leaves the tags there, so that both runs report the same release."""
+    revision = "1" * 40
+    first = _push_layout(target, tmp_path, "1.2.3", revision)
+    second = _push_layout(target, tmp_path, "1.2.3", revision)
+    tags = ("1.2.3", "1.2", "1", "latest", "sha-1111111")
+    promote_all(
+        [PromotionRequest("hello", first, tags, ("1.2", "1", "latest"), "1.2.3", revision)],
+        target.registries,
+        PromotionJournal(),
+        target.environ,
+    )
+    journal = PromotionJournal()
+
+    promote_all(
+        [PromotionRequest("hello", second, tags, ("1.2", "1", "latest"), "1.2.3", revision)],
+        target.registries,
+        journal,
+        target.environ,
+    )
+
+    for found in _tag_map(target):
+        assert set(found.values()) == {first}
+    assert journal.moved == {}
+    assert len(journal.kept) == 2 * len(tags) and all("same commit" in note for note in journal.kept)

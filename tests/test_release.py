@@ -561,3 +561,23 @@ def test_sigterm_during_smoke_keeps_its_results_and_exits_143(
     assert image["index_digest"] and report["tags_moved"] == []
     client = RegistryClient(open_registry.url)
     assert [t for t in client.tags(f"sigterm-smoke/{IMAGE}") if not t.startswith("buildcache")] == []
+
+
+@pytest.mark.engine
+def test_a_build_failure_reaches_the_report_and_the_job_summary(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    """Point 9 (the cause itself is #11's buildx tail): whatever the build said reaches release.json and the
+    GitHub job summary, not only the terminal."""
+    project = make_project(tmp_path, base_image, _private(open_registry, "buildfail"))
+    dockerfile = project / "hello" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN exit 42\n")
+    git(project, "commit", "-qam", "broken build")
+    git(project, "tag", "-f", "v1.2.3")
+    summary = tmp_path / "summary.md"
+    result = run_pipeline(project, "release", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    (line,) = _errors(result)
+    report = _report(project)
+    assert report["status"] == "failed" and report["step"] == "build acme/hello"
+    assert report["failure"] and report["failure"] in line and "build of acme/hello" in report["failure"]
+    assert report["failure"] in summary.read_text()
