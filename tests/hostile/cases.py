@@ -621,7 +621,7 @@ def _signal_cases() -> list[Case]:
         ("import", {}, 0.0, ""),
         ("start", {}, 0.0, ""),
         ("engine", {}, 0.0, ""),
-        ("registries", {}, 0.0, ""),
+        ("registries", {"private": FaultPlan(latency=0.4)}, 0.1, ""),
         ("build", {}, 1.5, "RUN sleep 30\n"),
         ("push", slow_proxy, 0.5, ""),
         ("smoke", {}, 2.0, SLOW_SMOKE),
