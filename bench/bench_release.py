@@ -106,7 +106,9 @@ class Bench:
 
     # -- the two sides -------------------------------------------------------------------------------------
 
-    def pipeline_release(self, full_smoke: bool = False) -> float:
+    def pipeline_release(
+        self, full_smoke: bool = False, extra_config: str = "", extra_env: dict[str, str] | None = None
+    ) -> float:
         """One release; by default with the smoke checks the script does too (run each platform from each
         registry and see it report its architecture), with `full_smoke` the example's whole smoke.yaml."""
         namespace = self.namespace()
@@ -128,14 +130,14 @@ context = "hello"
 platforms = ["linux/amd64", "linux/arm64"]
 build_args = {{ BASE = "{self.base}" }}
 smoke = "{smoke}"
-"""
+{extra_config}"""
         )
         report = self.scratch / f"release-{namespace}.json"
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "pipeline", "-q", "release", "--report", str(report)],
             cwd=self.project,
-            env={**os.environ, **self.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, **self.environ, **(extra_env or {}), "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,
             check=False,

@@ -43,6 +43,7 @@ class BuildSpec:
     cache_to: dict[str, str] | None = None
     provenance: bool | None = None
     sbom: bool | None = None
+    builder: str | None = None  # the buildx builder (engine.ensure_engine picks it); None: the current one
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def spec_for(
     extra_build_args: dict[str, str] | None = None,
     registries: tuple[RegistryConfig, ...] = (),
     writable_cache_registry: bool = False,
+    builder: str | None = None,
 ) -> BuildSpec:
     context = config.context_dir(image)
     dockerfile = config.dockerfile_path(image)
@@ -91,6 +93,7 @@ def spec_for(
         cache_to=cache_to,
         provenance=config.pipeline.build.provenance,
         sbom=config.pipeline.build.sbom,
+        builder=builder,
     )
 
 
@@ -204,6 +207,7 @@ def build(
             load=load_as is not None,
             metadata_file=metadata,
             progress="auto",
+            builder=spec.builder,
         )
 
     try:

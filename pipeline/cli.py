@@ -29,6 +29,8 @@ COMMANDS = {
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
+    "verify": "pipeline.sign",
+    "cosign": "pipeline.sign",
 }
 
 log = logging.getLogger("pipeline")

@@ -230,6 +230,11 @@ class LintConfig(_Strict):
     )
     hadolint: bool = True
     fail_on: Literal["error", "warning", "info"] = "error"
+    native_platforms: bool = Field(
+        default=False,
+        description="each platform is built on a runner of its own architecture (native fan-out), so no "
+        "build step runs under emulation",
+    )
 
 
 class LocalRegistryConfig(_Strict):
@@ -238,8 +243,50 @@ class LocalRegistryConfig(_Strict):
 
 class BuildConfig(_Strict):
     cache: Literal["auto", "gha", "registry", "inline", "local", "none"] = "auto"
+    builder: str | None = Field(
+        default=None, description="an existing buildx builder to build with (any driver); default: chosen"
+    )
     provenance: bool | None = None
     sbom: bool | None = None
+
+
+class SignConfig(_Strict):
+    """`[sign]`: sign the tested index digest with cosign and attest its smoke results (pipeline/sign.py).
+
+    `method = "key"` reads the private key and its password from the environment variables named here;
+    `"keyless"` uses GitHub Actions' OIDC token (Fulcio certificate, Rekor entry). Unset: nothing is signed.
+    """
+
+    method: Literal["key", "keyless"] | None = None
+    key_env: str | None = Field(default=None, description="variable holding the cosign private key (PEM)")
+    password_env: str | None = Field(default=None, description="variable holding the key's password")
+    public_key: str | None = Field(
+        default=None, description="cosign public key file, relative to the config, for verification"
+    )
+    attest: bool = True
+    tlog_upload: bool = Field(default=False, description="key method: also record in Rekor (needs network)")
+    identity: str | None = Field(
+        default=None, description="keyless verification: regular expression of the signer's identity"
+    )
+    issuer: str = "https://token.actions.githubusercontent.com"
+    require: bool = Field(
+        default=False, description="`pipeline smoke` and `release --digest` refuse unsigned digests"
+    )
+
+    @field_validator("key_env", "password_env")
+    @classmethod
+    def _env_names_only(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} must name an environment variable, not hold the secret itself")
+        return value
+
+    @model_validator(mode="after")
+    def _key_method_needs_variables(self) -> SignConfig:
+        if self.method == "key" and (self.key_env is None or self.password_env is None):
+            raise ValueError('method = "key" needs key_env and password_env (names of environment variables)')
+        if self.method == "keyless" and self.key_env is not None:
+            raise ValueError('method = "keyless" signs without a key; remove key_env or use method = "key"')
+        return self
 
 
 class PipelineConfig(_Strict):
@@ -251,6 +298,7 @@ class PipelineConfig(_Strict):
     local_registry: LocalRegistryConfig = LocalRegistryConfig()
     build: BuildConfig = BuildConfig()
     smoke: SmokeSettings = SmokeSettings()
+    sign: SignConfig = SignConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:

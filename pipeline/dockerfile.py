@@ -49,6 +49,17 @@ _SOURCE_DIRS = frozenset(
     }
 )
 _SOURCE_GLOB = re.compile(r"^\*\.(py|go|js|mjs|ts|tsx|rs|java|kt|rb|php|c|cc|cpp|h|html|css)$")
+# BuildKit defines these for every build; FROM lines may use them without declaring them.
+AUTOMATIC_ARGS: dict[str, str | None] = {
+    "TARGETPLATFORM": "linux/amd64",
+    "TARGETOS": "linux",
+    "TARGETARCH": "amd64",
+    "TARGETVARIANT": "",
+    "BUILDPLATFORM": "linux/amd64",
+    "BUILDOS": "linux",
+    "BUILDARCH": "amd64",
+    "BUILDVARIANT": "",
+}
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -164,8 +175,14 @@ class Dockerfile:
         return None
 
     def resolve_base(self, stage: Stage) -> str:
-        """The base with global ARG defaults substituted, as BuildKit would do without --build-arg."""
-        return expand(stage.base, self.global_args)
+        """The base with global ARG defaults substituted, as BuildKit would do without --build-arg: defaults
+        that name other args (`ARG BASE=alpine:${V}`) are expanded too, and BuildKit's automatic platform args
+        (`TARGETARCH`, ...) take the values of a linux/amd64 build."""
+        variables: dict[str, str | None] = dict(AUTOMATIC_ARGS)
+        for key, value in self.global_args.items():
+            if value is not None or key not in AUTOMATIC_ARGS:
+                variables[key] = expand(value, variables) if value is not None else None
+        return expand(stage.base, variables)
 
     def parent_stage(self, stage: Stage) -> Stage | None:
         """The earlier stage this one builds `FROM`, if any."""

@@ -61,3 +61,7 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class SignError(PipelineError):
+    """Signing, attesting or verifying with cosign failed, or its key/password are missing or wrong."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.config import RegistryConfig
-from pipeline.report import ReleaseReport, smoke_rows
+from pipeline.report import ReleaseReport, signing_line, smoke_rows
 
 
 def on_actions(environ: Mapping[str, str]) -> bool:
@@ -58,6 +58,13 @@ def summary_markdown(report: ReleaseReport) -> str:
         lines += ["", "**Index digests:** " + ", ".join(indexes)]
     moved = report.tags
     lines += ["", "**Tags moved:** " + (", ".join(f"`{ref}`" for ref in moved) if moved else "none")]
+    signed = [
+        f"- `{outcome.name}` in {registry}: {signing_line(record)}"
+        for outcome in report.images
+        for registry, record in outcome.signing.items()
+    ]
+    if signed:
+        lines += ["", "**Signed:**", *signed]
     if report.failure:
         lines += ["", f"**Not promoted:** {report.failure}"]
     return "\n".join(lines) + "\n"
@@ -72,7 +79,19 @@ def write_github_outputs(report: ReleaseReport, environ: Mapping[str, str]) -> N
         first_digest = next((image.index_digest for image in report.images if image.index_digest), "")
         _append_output(path, "digest", first_digest or "")
         _append_output(path, "json", json.dumps(report.to_json(), separators=(",", ":")))
+        _append_output(path, "signatures", "\n".join(_signing_refs(report, "signature")))
+        _append_output(path, "attestations", "\n".join(_signing_refs(report, "attestation")))
     summary = environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with Path(summary).open("a") as handle:
             handle.write(summary_markdown(report))
+
+
+def _signing_refs(report: ReleaseReport, kind: str) -> list[str]:
+    """The signature (or attestation) references of the run, one per image and registry."""
+    return [
+        str(record[kind])
+        for outcome in report.images
+        for record in outcome.signing.values()
+        if record.get(kind)
+    ]

@@ -169,7 +169,7 @@ def make_plan(
 def sent_untracked_files(config: LoadedConfig, own_files: Sequence[Path] = ()) -> list[str]:
     """Untracked and git-ignored files (relative to the config's folder) that some image's build context
     would send after its .dockerignore: a build would publish content no commit holds."""
-    from pipeline.lint import dockerignore_for, is_ignored, parse_dockerignore
+    from pipeline.lint.context import dockerignore_for, is_ignored, parse_dockerignore
 
     found: list[str] = []
     for image in config.pipeline.images:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -22,18 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import semver
-from python_on_whales import docker
-from python_on_whales.exceptions import DockerException
 
+from pipeline import dockerconfig
 from pipeline.build import BuiltImage
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
+from pipeline.dockerconfig import add_login
 from pipeline.errors import AuthError, ConfigError, PipelineError, RegistryError
 from pipeline.registry import Credentials
-from pipeline.retry import with_retries
 from pipeline.version import precedence_key
 
 log = logging.getLogger(__name__)
+# Kept importable from here: callers entered it through publish before it had a module of its own.
+isolated_docker_config = dockerconfig.isolated_docker_config
 
 
 def credentials_for(registry: RegistryConfig, environ: Mapping[str, str] | None = None) -> Credentials | None:
@@ -74,37 +76,6 @@ def docker_host(registry: RegistryConfig) -> str:
     )
 
 
-@contextlib.contextmanager
-def isolated_docker_config() -> Iterator[Path]:
-    """A throwaway DOCKER_CONFIG for one run, so that logins never persist in the user's config or keychain.
-
-    The user's plugins and buildx builders stay visible through links; credential stores are left out on
-    purpose, since `docker login` would write our secrets into them.
-    """
-    original = Path(os.environ.get("DOCKER_CONFIG", str(Path.home() / ".docker")))
-    previous = os.environ.get("DOCKER_CONFIG")
-    with tempfile.TemporaryDirectory(prefix="pipeline-docker-config-") as scratch:
-        directory = Path(scratch)
-        directory.chmod(0o700)
-        settings: dict[str, object] = {}
-        with contextlib.suppress(OSError, ValueError):
-            settings = json.loads((original / "config.json").read_text())
-        for key in ("credsStore", "credHelpers", "auths"):
-            settings.pop(key, None)
-        (directory / "config.json").write_text(json.dumps(settings))
-        for name in ("cli-plugins", "buildx", "contexts"):
-            if (original / name).exists():
-                (directory / name).symlink_to(original / name)
-        os.environ["DOCKER_CONFIG"] = str(directory)
-        try:
-            yield directory
-        finally:
-            if previous is None:
-                os.environ.pop("DOCKER_CONFIG", None)
-            else:
-                os.environ["DOCKER_CONFIG"] = previous
-
-
 def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
     """Every registry answers and takes its credentials, before a build that would be wasted otherwise."""
     for registry in registries:
@@ -113,39 +84,21 @@ def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str,
 
 
 def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
-    """`docker login` (password on stdin, through python-on-whales) to every registry with credentials."""
+    """Log the docker CLI and buildx in to every registry with credentials, inside isolated_docker_config().
+
+    The credentials are checked against the registry first (a refusal is one AuthError line); then the
+    throwaway config routes the registry to our credential helper, which answers from the environment:
+    no `docker login`, so no secret is ever written to disk.
+    """
     for registry in registries:
         credentials = credentials_for(registry, environ)
-        if credentials is None:
+        if credentials is None or registry.username_env is None or registry.password_env is None:
             continue
-
-        def login(credentials: Credentials = credentials, registry: RegistryConfig = registry) -> None:
-            try:
-                docker.login(
-                    server=docker_host(registry), username=credentials.username, password=credentials.password
-                )
-            except DockerException as error:
-                text = (error.stderr or "").lower()
-                if "unauthorized" in text or "denied" in text or "401" in text or "403" in text:
-                    raise AuthError(
-                        f"registry {registry.name}: login refused; check {registry.username_env} and "
-                        f"{registry.password_env}"
-                    ) from None
-                raise RegistryError(
-                    f"registry {registry.name}: login failed: {_redacted_tail(error, credentials)}"
-                ) from None
-
-        with_retries(
-            login,
-            f"login to {registry.name}",
-            is_transient=lambda e: isinstance(e, RegistryError) and not isinstance(e, AuthError),
+        registry_client(registry, environ).ping()
+        add_login(
+            docker_host(registry), (registry.username_env, registry.password_env), environ or os.environ
         )
         log.info("logged in to %s (%s) as %s", registry.name, registry.host, credentials.username)
-
-
-def _redacted_tail(error: DockerException, credentials: Credentials) -> str:
-    lines = [line for line in (error.stderr or "").splitlines() if line.strip()]
-    return (lines[-1] if lines else "no detail").replace(credentials.password, "***")
 
 
 @dataclass
@@ -665,7 +618,7 @@ def _single_image(config: LoadedConfig, name: str | None) -> str:
 
 def run_build_command(args: argparse.Namespace) -> int:
     from pipeline.build import build, spec_for
-    from pipeline.engine import ensure_engine
+    from pipeline.engine import ensure_engine, offline_base_in_use, stand_in_bases, stand_in_refusal
     from pipeline.registry import ensure_registries
 
     config = load_config(args.config)
@@ -677,7 +630,8 @@ def run_build_command(args: argparse.Namespace) -> int:
             f"--platform {unknown[0]}: image {image.name} declares only {', '.join(image.platforms)}"
         )
     spec = spec_for(config, image, platforms=platforms)  # checks context and Dockerfile before any work
-    ensure_engine()
+    engine = ensure_engine(builder=config.pipeline.build.builder)
+    spec = dataclasses.replace(spec, builder=engine.builder)
     if not args.push_by_digest:
         with tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
             built = build(
@@ -688,12 +642,21 @@ def run_build_command(args: argparse.Namespace) -> int:
         print(json.dumps({"image": image.name, "digest": built.index_digest, "platforms": list(platforms)}))
         return 0
     registries = ensure_registries(config)
+    if offline_base_in_use(engine):  # a fan-out push publishes as surely as a release: same refusal
+        refusal = stand_in_refusal(
+            image.name,
+            stand_in_bases(spec.dockerfile, spec.build_args),
+            {registry.name: registry.host for registry in registries},
+        )
+        if refusal is not None:
+            raise PipelineError(refusal)
     spec = spec_for(
         config,
         image,
         platforms=platforms,
         registries=registries,
         writable_cache_registry=bool(config.pipeline.registries),
+        builder=engine.builder,
     )
     with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-build-") as scratch:
         login_all(registries)

@@ -33,7 +33,20 @@ log = logging.getLogger(__name__)
 LOCAL_REGISTRY_NAME = "local"
 REGISTRY_PROGRAM = "docker-registry"
 REGISTRY_IMAGE = "registry:2"
+
+
+def _registry_program() -> str | None:
+    # PIPELINE_REGISTRY_PROGRAM="" runs the image even where the program is installed.
+    program = os.environ.get("PIPELINE_REGISTRY_PROGRAM", REGISTRY_PROGRAM)
+    return program if program and shutil.which(program) else None
+
+
+def _registry_image() -> str:
+    return os.environ.get("PIPELINE_REGISTRY_IMAGE") or REGISTRY_IMAGE
+
+
 _READY_TIMEOUT = 20.0
+_CONTAINER_PORT = 5000
 
 
 def state_home() -> Path:
@@ -62,6 +75,23 @@ def free_port(preferred: int | None = None) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def next_free_port(preferred: int, tries: int = 100) -> int:
+    """`preferred` if free, else the next free port above it (5000 taken: 5001), so the choice is predictable."""
+    for port in range(preferred, min(preferred + tries, 65536)):
+        if port_is_free(port):
+            return port
+    raise RegistryError(
+        f"ports {preferred}-{min(preferred + tries, 65536) - 1} on 127.0.0.1 are all taken; "
+        "set [local_registry] port or pass --port to choose another range"
+    )
+
+
+def valid_port(value: int, what: str) -> int:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{what} {value}: give a port from 1 to 65535")
+    return value
 
 
 def registry_answers(url: str, timeout: float = 2.0) -> bool:
@@ -119,20 +149,21 @@ class RegistryServer:
             htpasswd.write_text(f"{self.credentials.username}:{hashed}\n")
             htpasswd.chmod(0o600)
             config["auth"] = {"htpasswd": {"realm": "pipeline-registry", "path": str(htpasswd)}}
-        if shutil.which(REGISTRY_PROGRAM):
-            self._start_program(config)
+        program = _registry_program()
+        if program is not None:
+            self._start_program(program, config)
         else:
             self._start_container(config)
         self._wait_ready()
         return self
 
-    def _start_program(self, config: dict[str, object]) -> None:
+    def _start_program(self, program: str, config: dict[str, object]) -> None:
         config_file = self.directory / "config.yml"
         # JSON is YAML: no need for a YAML writer here.
         config_file.write_text(json.dumps(config))
         log_file = (self.directory / "registry.log").open("ab")
         process = subprocess.Popen(  # the registry program itself, not a docker command line
-            [REGISTRY_PROGRAM, "serve", str(config_file)],
+            [program, "serve", str(config_file)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -142,28 +173,30 @@ class RegistryServer:
         self.pid = process.pid
 
     def _start_container(self, config: dict[str, object]) -> None:
-        # In the container the paths are the container's: mount our folder at the same path.
+        # In the container the paths are the container's: mount our folder at the same path. The registry
+        # listens on all of the container's addresses and only 127.0.0.1 of the host is published: host
+        # networking would not reach the host on Docker Desktop (macOS, Windows).
         config_file = self.directory / "config.yml"
-        config_file.write_text(json.dumps(config))
+        config_file.write_text(json.dumps({**config, "http": {"addr": f":{_CONTAINER_PORT}"}}))
         from python_on_whales import docker
         from python_on_whales.exceptions import DockerException
 
         name = f"pipeline-registry-{self.port}"
         try:
             docker.run(
-                REGISTRY_IMAGE,
+                _registry_image(),
                 ["serve", str(config_file)],
                 name=name,
                 detach=True,
                 remove=True,
-                networks=["host"],
+                publish=[(f"127.0.0.1:{self.port}", _CONTAINER_PORT)],
                 volumes=[(str(self.directory), str(self.directory))],
                 labels={"dev.pipeline.registry": str(self.port)},
             )
         except DockerException as error:
             raise RegistryError(
                 f"cannot start a registry: neither the {REGISTRY_PROGRAM!r} program (Debian package "
-                f"docker-registry) nor the {REGISTRY_IMAGE} image is available ({_last_line(error)})"
+                f"docker-registry) nor the {_registry_image()} image is available ({_last_line(error)})"
             ) from None
         self.container = name
 
@@ -256,12 +289,30 @@ def local_registry_state() -> LocalRegistryState | None:
     return state if registry_answers(state.url) else None
 
 
-def local_registry_up(preferred_port: int = 5000) -> LocalRegistryState:
-    """Start the embedded registry (or reuse the running one). Port `preferred_port` unless taken."""
+def local_registry_up(preferred_port: int = 5000, *, exact: bool = False) -> LocalRegistryState:
+    """Start the embedded registry (or reuse the running one).
+
+    Port `preferred_port`, or the next free one above it; `exact` (an explicit --port) takes that port or
+    fails, and a running registry on another port is then an error rather than silently reused.
+    """
+    valid_port(preferred_port, "--port" if exact else "[local_registry] port")
     running = local_registry_state()
     if running is not None:
+        if exact and running.port != preferred_port:
+            raise RegistryError(
+                f"the local registry already runs on {running.url}; stop it (`pipeline registry down`) "
+                f"to start it on port {preferred_port}"
+            )
         return running
-    port = free_port(preferred_port)
+    if exact:
+        if not port_is_free(preferred_port):
+            raise RegistryError(
+                f"--port {preferred_port}: 127.0.0.1:{preferred_port} is taken; stop what listens there "
+                "or choose another port"
+            )
+        port = preferred_port
+    else:
+        port = next_free_port(preferred_port)
     if port != preferred_port:
         log.warning("port %d is taken: the local registry uses port %d instead", preferred_port, port)
     directory = _local_dir()
@@ -290,12 +341,15 @@ def local_registry_config(port: int) -> RegistryConfig:
 def planned_registries(config: LoadedConfig) -> tuple[RegistryConfig, ...]:
     """Where a release publishes: the configured registries, else the embedded local one.
 
-    No side effects: the running local registry's port if there is one, else the configured port.
+    No side effects: the running local registry's port if there is one, else the port that starting it
+    would take now (the configured one, or the next free one above it).
     """
     if config.pipeline.registries:
         return config.pipeline.registries
     running = local_registry_state()
-    return (local_registry_config(running.port if running else config.pipeline.local_registry.port),)
+    if running is not None:
+        return (local_registry_config(running.port),)
+    return (local_registry_config(next_free_port(config.pipeline.local_registry.port)),)
 
 
 def ensure_registries(config: LoadedConfig) -> tuple[RegistryConfig, ...]:
@@ -310,7 +364,7 @@ def ensure_registries(config: LoadedConfig) -> tuple[RegistryConfig, ...]:
 
 def _preferred_port(args: argparse.Namespace) -> int:
     if args.port is not None:
-        return int(args.port)
+        return valid_port(int(args.port), "--port")
     try:
         return load_config(args.config).pipeline.local_registry.port
     except ConfigError:  # no config here: the registry does not need one
@@ -319,7 +373,7 @@ def _preferred_port(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.action == "up":
-        state = local_registry_up(_preferred_port(args))
+        state = local_registry_up(_preferred_port(args), exact=args.port is not None)
         print(state.url)
     elif args.action == "down":
         print("local registry stopped" if local_registry_down() else "local registry was not running")
@@ -334,7 +388,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("registry", help="manage the embedded local registry")
     parser.add_argument("action", choices=("up", "down", "status"))
     parser.add_argument(
-        "--port", type=port_number, default=None, help="preferred port (default: config or 5000)"
+        "--port",
+        type=port_number,
+        default=None,
+        help="this port exactly (default: [local_registry] port or 5000, else the next free one)",
     )
     parser.set_defaults(handler=_run)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.build import build, spec_for
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
+from pipeline.dockerconfig import isolated_docker_config
 from pipeline.engine import (
     STAND_IN_DESCRIPTION,
     STAND_IN_LABEL,
@@ -27,6 +28,7 @@ from pipeline.engine import (
     offline_base_in_use,
     offline_base_notice,
     stand_in_bases,
+    stand_in_refusal,
 )
 from pipeline.errors import ConfigError, PipelineError, PreflightError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
@@ -37,13 +39,13 @@ from pipeline.publish import (
     adopt_pushed,
     check_registries,
     find_tested_digest,
-    isolated_docker_config,
     login_all,
     promote_all,
     push_everywhere,
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
+from pipeline.sign import require_signed_digests, sign_tested, start_signer
 from pipeline.smoke import SmokeTarget, partial_report, run_smoke
 from pipeline.structure import load_suite
 
@@ -84,6 +86,10 @@ def dry_run(config: LoadedConfig, plan: Plan) -> ReleaseReport:
         for registry in plan.registries:
             for platform in image_plan.platforms:
                 print(f"would pull and smoke-test {registry.name} {platform}")
+        if config.pipeline.sign.method is not None:
+            print(
+                f"then would sign it ({config.pipeline.sign.method}) and attest its smoke results everywhere"
+            )
         for registry in plan.registries:
             print(f"then would tag in {registry.name}: {', '.join(image_plan.tags)}")
     report.finish("dry-run")
@@ -101,6 +107,7 @@ def release(
     report_path: Path | None = DEFAULT_REPORT,
     environ: Mapping[str, str] | None = None,
     digests: Mapping[str, str] | None = None,
+    require_signature: bool = False,
 ) -> ReleaseReport:
     """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out.
 
@@ -158,7 +165,9 @@ def release(
             require_clean(plan)
         problems = file_problems(config, plan, digests or {})
         save("engine")
-        status = ensure_engine()
+        # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
+        pending_signer = start_signer(config, environ) if not no_push else None
+        status = ensure_engine(builder=config.pipeline.build.builder)
         problems += platform_problems(plan, status.platforms)
         if problems:
             raise PreflightError(problems)
@@ -167,11 +176,16 @@ def release(
         stand_in = offline_base_in_use(status)
         if stand_in:
             log.warning(offline_base_notice())
+        if stand_in and not no_push:
+            _refuse_stand_in_pushes(config, plan, registries, digests or {})
         with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
                 save("registries")
                 check_registries(registries, environ)
                 login_all(registries, environ)
+            if digests and (require_signature or config.pipeline.sign.require):
+                require_signed_digests(config, digests, registries, environ)
+            signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
             for image_plan in plan.images:
                 digest = _build_push_and_smoke(
@@ -185,10 +199,15 @@ def release(
                     no_push,
                     environ,
                     (digests or {}).get(image_plan.name),
+                    status.builder,
                     save,
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
+            if signer is not None:  # signed and attested in every registry, or no tag moves
+                step = time.monotonic()
+                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
+                report.add_timing("sign", time.monotonic() - step)
             if not no_push:
                 _promote(report, tested, registries, environ, save)
         report.finish("local" if no_push else "published")
@@ -326,6 +345,27 @@ def _promote(
         report.add_timing("promote", time.monotonic() - step)
 
 
+def _refuse_stand_in_pushes(
+    config: LoadedConfig,
+    plan: Plan,
+    registries: tuple[RegistryConfig, ...],
+    digests: Mapping[str, str],
+) -> None:
+    """Before any push: an image built on the offline stand-in goes to loopback registries only."""
+    hosts = {registry.name: registry.host for registry in registries}
+    for image_plan in plan.images:
+        if image_plan.name in digests:
+            continue  # built and pushed elsewhere (fan-out): its base is not this engine's
+        image = config.image(image_plan.name)
+        if not config.dockerfile_path(image).is_file():
+            continue  # spec_for names the missing Dockerfile
+        refusal = stand_in_refusal(
+            image.name, stand_in_bases(config.dockerfile_path(image), image.build_args), hosts
+        )
+        if refusal is not None:
+            raise PipelineError(refusal)
+
+
 def _only(plan: Plan, images: list[str] | None) -> Plan:
     if not images:
         return plan
@@ -347,6 +387,7 @@ def _build_push_and_smoke(
     no_push: bool,
     environ: Mapping[str, str],
     existing_digest: str | None,
+    builder: str | None,
     save: Callable[[str], None],
 ) -> str:
     """Everything before promotion for one image; returns the tested index digest."""
@@ -386,6 +427,7 @@ def _build_push_and_smoke(
             extra_build_args=_build_args(plan),
             registries=registries,
             writable_cache_registry=bool(config.pipeline.registries),
+            builder=builder,
         )
         step = time.monotonic()
         save(f"build {image.name}")
@@ -458,6 +500,7 @@ def _run(args: argparse.Namespace) -> int:
         dry=args.dry_run,
         report_path=None if args.dry_run else args.report,
         digests=_parse_digests(config, args.digest or []),
+        require_signature=args.require_signature,
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -494,5 +537,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         metavar="IMAGE=sha256:...",
         help="release this already pushed index (from `pipeline merge`) instead of building; repeatable",
+    )
+    parser.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="with --digest: verify each index's signature and smoke attestation in every registry first",
     )
     parser.set_defaults(handler=_run)

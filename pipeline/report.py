@@ -32,6 +32,7 @@ class ImageOutcome:
     smoke: dict[str, Any] | None = None
     smoke_passed: bool | None = None
     reused_from: str | None = None  # the tag that already held this commit's tested digest (a rerun)
+    signing: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry -> pipeline.sign record
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class ImageOutcome:
             ],
             "smoke": self.smoke,
             "smoke_passed": self.smoke_passed,
+            "signing": self.signing,
         }
 
 
@@ -197,6 +199,19 @@ def print_release_table(report: ReleaseReport, console: Console | None = None) -
         console.print(Text(f"rolled back: {line}"))
     for line in report.promotion.get("unrestored", []):
         console.print(Text.assemble(("NOT rolled back: ", "bold red"), line))
+    for outcome in report.images:
+        for registry, record in outcome.signing.items():
+            console.print(Text(f"signing {outcome.name} in {registry}: {signing_line(record)}"))
     if report.failure:
         # Text, never markup: an error message holding "[/x]" must print as it is, not raise MarkupError.
         console.print(Text.assemble(("not promoted: ", "bold red"), report.failure))
+
+
+def signing_line(record: dict[str, Any]) -> str:
+    """One registry's signing outcome in words: the signature and attestation references, or the error."""
+    if record.get("error"):
+        return f"FAILED: {record['error']}"
+    parts = [f"signature {record.get('signature')}"]
+    if record.get("attestation"):
+        parts.append(f"attestation {record['attestation']}")
+    return ", ".join(parts) + f" ({record.get('scheme')} scheme)"

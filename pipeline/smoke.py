@@ -1259,11 +1259,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--junit", type=Path, default=None, dest="junit_path", help="write a JUnit XML report"
     )
+    parser.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="verify each image's cosign signature and smoke attestation first, then test that digest",
+    )
+    parser.add_argument(
+        "--key", type=Path, default=None, help="cosign public key (default: [sign] public_key)"
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
     targets, timeout = _targets_from_args(args)
+    from pipeline.sign import verified_if_required
+
+    targets = verified_if_required(targets, args)
     console = Console(stderr=True)
     report = run_smoke(
         targets,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 pytest_plugins = [
+    "tests.fixtures.freshmachine",
     "tests.fixtures.engine",
     "tests.fixtures.registries",
     "tests.fixtures.gitrepos",

@@ -166,3 +166,12 @@ def test_parser_never_raises_and_ranges_are_ordered(text: str) -> None:
         assert 1 <= instruction.start_line <= instruction.end_line
         assert instruction.start_line > previous_end
         previous_end = instruction.end_line
+
+
+def test_resolve_base_expands_nested_defaults_and_automatic_args() -> None:
+    df = parse("ARG V=3.20\nARG BASE=alpine:${V}\nFROM ${BASE}\nFROM base-${TARGETARCH}\n")
+    assert df.resolve_base(df.stages[0]) == "alpine:3.20"
+    assert df.resolve_base(df.stages[1]) == "base-amd64"
+    # A global ARG that names an automatic arg without a default keeps BuildKit's value.
+    df = parse("ARG TARGETARCH\nFROM ${TARGETARCH}/alpine:3.20\n")
+    assert df.resolve_base(df.stages[0]) == "amd64/alpine:3.20"

@@ -227,16 +227,61 @@ def make_project(git_repo_factory: GitRepoFactory, base_image: str, registries: 
     return repo
 
 
-def venv_with_toolkit(runner_temp: Path) -> None:
-    """What the skipped install step leaves behind: a venv at the fixed path, with the toolkit importable.
+def action_checkout(destination: Path) -> Path:
+    """The action's files as `uses:` checks them out: what git tracks, no build output, no venvs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
 
-    The install itself (pip from the action's checkout) would need PyPI for the build backend; the package is
-    installed in this interpreter already, and `--system-site-packages` makes it visible in the venv.
+
+@pytest.fixture(scope="session")
+def installed_toolkit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv that the action's own install step makes, run once per test session.
+
+    The install step runs for real (a venv of its own, `pip install` of the action's checkout, dependencies
+    from the package index), so the toolkit is importable in the runner venv only if the action installs it:
+    nothing leaks in from the interpreter running the tests or from the machine's base Python.
     """
-    venv = runner_temp / "image-pipeline-venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True
+    root = tmp_path_factory.mktemp("action-install")
+    checkout = action_checkout(root / "action")
+    temp = root / "runner-temp"
+    temp.mkdir()
+    document = yaml.safe_load(ACTION.read_text())
+    others = frozenset(step["id"] for step in document["runs"]["steps"] if step["id"] != "install")
+    run = CompositeRunner(
+        checkout / "action.yml",
+        workspace=root,
+        runner_temp=temp,
+        event={},
+        inputs={},
+        step_env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        skip=others,
+    ).run()
+    assert run.step("install").outcome == "success", run.log[-4000:]
+    venv = temp / "image-pipeline-venv"
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pipeline; print(pipeline.__file__)"],
+        cwd=root,  # not the repository: its own directory on sys.path would hide a failed install
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    assert str(venv) in probe.stdout, f"the toolkit was imported from outside the runner venv: {probe.stdout}"
+    return venv
+
+
+def runner_path(toolkit: Path) -> str:
+    """PATH as a workflow job sees it after `pip install` of the toolkit: its interpreter first, and no trace
+    of the venv running the tests, so a step that needs the toolkit finds it only where the job installed it."""
+    ours = str(Path(sys.prefix) / "bin")
+    kept = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and entry != ours]
+    return os.pathsep.join([str(toolkit / "bin"), *kept])
 
 
 def event_env(repo: GitRepo, tmp_path: Path, *, kind: str) -> dict[str, str]:
@@ -278,10 +323,11 @@ def event_env(repo: GitRepo, tmp_path: Path, *, kind: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def runner_temp(tmp_path: Path) -> Iterator[Path]:
+def runner_temp(tmp_path: Path, installed_toolkit: Path) -> Iterator[Path]:
+    """A job's RUNNER_TEMP after the action's install step: the session's installed venv at its fixed path."""
     temp = tmp_path / "runner-temp"
     temp.mkdir()
-    venv_with_toolkit(temp)
+    (temp / installed_toolkit.name).symlink_to(installed_toolkit, target_is_directory=True)
     yield temp
 
 
@@ -577,6 +623,7 @@ def run_workflow_step(
 @pytest.mark.engine
 def test_fan_out_builds_each_platform_separately_and_merges_one_index(
     tmp_path: Path,
+    installed_toolkit: Path,
     git_repo_factory: GitRepoFactory,
     base_image: str,
     open_registry: TestRegistry,
@@ -617,7 +664,13 @@ def test_fan_out_builds_each_platform_separately_and_merges_one_index(
                 )
             },
         }
-        environment = {**os.environ, "RUNNER_TEMP": str(temps[platform]), "GITHUB_ACTIONS": "true", **secrets}
+        environment = {
+            **os.environ,
+            "PATH": runner_path(installed_toolkit),
+            "RUNNER_TEMP": str(temps[platform]),
+            "GITHUB_ACTIONS": "true",
+            **secrets,
+        }
         env = {key: expand_with(values, value) for key, value in build_env.items()}
         runs.append(
             subprocess.Popen(
@@ -660,7 +713,12 @@ def test_fan_out_builds_each_platform_separately_and_merges_one_index(
         },
     }
     result = run_workflow_step(
-        merge_script, merge_env, cwd=repo.path, runner_temp=merge_temp, values=values, base_env=secrets
+        merge_script,
+        merge_env,
+        cwd=repo.path,
+        runner_temp=merge_temp,
+        values=values,
+        base_env={**secrets, "PATH": runner_path(installed_toolkit)},
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     merged = json.loads((merge_temp / "merged" / "acme-hello.json").read_text())

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts a Docker 26 engine with the containerd image store, buildx and QEMU for arm64 on a
 # Debian 12 host that has none. Idempotent: every step checks before it acts, so a second run only
-# (re)starts what is not running. Called by `python -m pipeline engine up`, which first checks whether an
-# engine with buildx and arm64 already answers and then never calls this script.
+# (re)starts what is not running. Called by pipeline/engine.py only where no engine is installed, or for
+# the engine this script installed itself (recorded in $STATE_DIR/installed.json). An engine installed by
+# anyone else is never stopped, restarted or reconfigured: this script refuses to touch it.
 set -euo pipefail
 
 STATE_DIR=${PIPELINE_ENGINE_STATE:-/var/lib/pipeline-engine}
@@ -11,6 +12,8 @@ DEBIAN_BASE_PACKAGES=(containerd runc tini iptables qemu-user-static binfmt-supp
 # bookworm's docker.io is 20.10, whose BuildKit cannot build several platforms at once; trixie's is 26.
 TRIXIE_PACKAGES=(docker.io docker-cli docker-buildx)
 MIN_DOCKERD_MAJOR=26
+MARKER="$STATE_DIR/installed.json"
+DEFAULT_DOCKER_HOST=unix:///var/run/docker.sock
 
 say() { printf 'engine: %s\n' "$*" >&2; }
 die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
@@ -19,6 +22,19 @@ die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
 grep -qx 'ID=debian' /etc/os-release 2>/dev/null || die "the automatic install supports Debian only; install Docker >= ${MIN_DOCKERD_MAJOR} with buildx and QEMU binfmt (docker/setup-qemu-action or tonistiigi/binfmt) yourself"
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 export DEBIAN_FRONTEND=noninteractive
+[ "${PIPELINE_DOCKER_HOST:-$DEFAULT_DOCKER_HOST}" = "$DEFAULT_DOCKER_HOST" ] \
+  || die "the docker CLI points at ${PIPELINE_DOCKER_HOST}: this script only manages the engine it installs on $DEFAULT_DOCKER_HOST"
+# Every docker command below talks to that engine, whatever context the caller had.
+export DOCKER_HOST="$DEFAULT_DOCKER_HOST"
+unset DOCKER_CONTEXT
+
+# Ours: recorded by an earlier run, or installed before the record existed (our private trixie downloads).
+if [ ! -e "$MARKER" ] && compgen -G "$STATE_DIR/trixie-apt/debs/*.deb" >/dev/null; then
+  printf '{"docker_host": "%s", "adopted": true}\n' "$DEFAULT_DOCKER_HOST" >"$MARKER"
+fi
+if [ ! -e "$MARKER" ] && { command -v dockerd >/dev/null 2>&1 || [ -S /var/run/docker.sock ]; }; then
+  die "a Docker engine is installed here, but not by the pipeline: nothing was changed. Give it buildx, the containerd image store and QEMU binfmt yourself (see README, 'Host changes')"
+fi
 
 apt_updated=""
 apt_update_once() {
@@ -58,10 +74,14 @@ if [ "$(dockerd_major)" -lt "$MIN_DOCKERD_MAJOR" ]; then
   (cd "$trixie_dir/debs" && rm -f ./*.deb && apt-get "${apt_trixie[@]}" download "${TRIXIE_PACKAGES[@]}" >>"$LOG_DIR/apt-trixie.log" 2>&1) \
     || die "downloading ${TRIXIE_PACKAGES[*]} failed, see $LOG_DIR/apt-trixie.log"
   say "installing $(cd "$trixie_dir/debs" && echo ./*.deb)"
-  # dpkg may fail to start the service (no init system here); we start dockerd ourselves below.
-  dpkg -i --force-confold "$trixie_dir"/debs/*.deb >"$LOG_DIR/dpkg.log" 2>&1 || true
+  # dpkg prints that it may not start the service (no init system here): not an error, we start dockerd
+  # ourselves below. A failing dpkg (broken dependencies) is.
+  dpkg -i --force-confold "$trixie_dir"/debs/*.deb >"$LOG_DIR/dpkg.log" 2>&1 \
+    || die "dpkg -i --force-confold $trixie_dir/debs/*.deb failed (exit $?), see $LOG_DIR/dpkg.log"
   [ "$(dockerd_major)" -ge "$MIN_DOCKERD_MAJOR" ] || die "dockerd >= ${MIN_DOCKERD_MAJOR} did not install, see $LOG_DIR/dpkg.log"
+  printf '{"docker_host": "%s", "packages": "%s"}\n' "$DEFAULT_DOCKER_HOST" "${TRIXIE_PACKAGES[*]}" >"$MARKER"
 fi
+[ -e "$MARKER" ] || die "dockerd >= ${MIN_DOCKERD_MAJOR} is present but was not installed by the pipeline: nothing was changed"
 
 # The containerd image store lets the default `docker` builder build, load and cache several platforms.
 # Extra daemon settings (registry mirrors for the offline base) come as JSON in PIPELINE_DAEMON_EXTRA.

@@ -156,9 +156,11 @@ def check_registries(
             latest = version_of(client, repository, latest_digest)
             for tag, digest in tags.items():
                 if digest and digest != latest_digest and re.fullmatch(r"[0-9.]+", tag):
-                    other = version_of(client, repository, digest)
-                    if newer(other, latest):
-                        tally.corruptions.append(f"{where}: {which} latest on {latest} below {tag} ({other})")
+                    theirs = version_of(client, repository, digest)
+                    if newer(theirs, latest):
+                        tally.corruptions.append(
+                            f"{where}: {which} latest on {latest} below {tag} ({theirs})"
+                        )
     unrestored = (report or {}).get("promotion", {}).get("unrestored")
     if seen["private"] and seen["hub"] and not unrestored:
         for tag in set(seen["private"]) & set(seen["hub"]):
