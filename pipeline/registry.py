@@ -389,16 +389,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("action", choices=("up", "down", "status"))
     parser.add_argument(
         "--port",
-        type=port_number,
+        type=int,
         default=None,
         help="this port exactly (default: [local_registry] port or 5000, else the next free one)",
     )
     parser.set_defaults(handler=_run)
-
-
-def port_number(text: str) -> int:
-    """--port: a TCP port, 1-65535 (argparse turns the ValueError into its one-line usage error)."""
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ValueError(text)
-    return port

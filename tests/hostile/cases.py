@@ -700,7 +700,7 @@ def _misc_cases() -> list[Case]:
             "cli",
             "`registry up --port 70000`",
             args=("registry", "up", "--port", "70000"),
-            expect="70000",
+            expect="--port 70000",
         ),
         Case(
             "cli-build-missing-dockerfile",
