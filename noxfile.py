@@ -109,4 +109,14 @@ def bench(session: nox.Session) -> None:
     _offline_base_for_tests(session)
     _provision_engine(session)
     _provision_cosign(session)
+    # The push benchmark's baseline: Debian's skopeo copying the same OCI layout.
+    _ensure_debian_tool(session, "skopeo")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Roll the tested digest (release.json, or --digest IMAGE=sha256:...) out to Docker Swarm ([[deploy]])."""
+    session.install("-e", ".")
+    # No engine provisioning here: deploy talks to the swarm manager DOCKER_HOST names, never a local setup.
+    session.run("python", "-m", "pipeline", "deploy", *session.posargs)

@@ -31,6 +31,7 @@ COMMANDS = {
     "engine": "pipeline.engine",
     "verify": "pipeline.sign",
     "cosign": "pipeline.sign",
+    "deploy": "pipeline.deploy",
 }
 
 log = logging.getLogger("pipeline")

@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
@@ -160,12 +168,46 @@ class ImageConfig(_Strict):
         return self.name.rsplit("/", 1)[-1]
 
 
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
 class RegistryConfig(_Strict):
     name: str
     url: str
     username_env: str | None = None
     password_env: str | None = None
-    insecure: bool = False
+    insecure: bool = Field(
+        default=False, description="Docker's meaning: TLS without verifying the certificate, else plain HTTP"
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA for the registry's TLS certificate, relative to the config (besides certs.d)",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        root = (info.context or {}).get("root")
+        path = (Path(root) / value).resolve() if root is not None else value
+        if not path.is_file():
+            raise ValueError(
+                f"{str(path)!r} is not a file; give the PEM file of the CA that signed the registry's certificate"
+            )
+        return path
+
+    def hub_repository_problem(self, image_name: str) -> str | None:
+        """Why `image_name` cannot live here on Docker Hub (two-level names only), or None."""
+        if self.host not in DOCKER_HUB_HOSTS:
+            return None
+        path = f"{self.namespace}/{image_name}" if self.namespace else image_name
+        if path.count("/") > 1:
+            return (
+                f"registry {self.name} ({self.url}) is Docker Hub, which takes namespace/repository only: "
+                f"image {image_name!r} would be {path!r}; use a one-part image name or drop the namespace from url"
+            )
+        return None
 
     @field_validator("url")
     @classmethod
@@ -175,7 +217,13 @@ class RegistryConfig(_Strict):
         match = _REGISTRY_URL.match(value)
         if not match:
             raise ValueError(f"{value!r} is not host[:port][/namespace]")
-        return _checked_registry_url(value, match)
+        checked = _checked_registry_url(value, match)
+        host, _, namespace = checked.partition("/")
+        if host in DOCKER_HUB_HOSTS and "/" in namespace:
+            raise ValueError(
+                f"{value!r}: Docker Hub names are namespace/repository; give docker.io/NAMESPACE only"
+            )
+        return checked
 
     @field_validator("username_env", "password_env", mode="before")
     @classmethod
@@ -299,6 +347,7 @@ class PipelineConfig(_Strict):
     build: BuildConfig = BuildConfig()
     smoke: SmokeSettings = SmokeSettings()
     sign: SignConfig = SignConfig()
+    deploy: tuple[DeployConfig, ...] = ()  # [[deploy]]: defined with its parts at the end of this file
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -309,6 +358,15 @@ class PipelineConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: name {duplicates[0]!r} is declared twice")
+        return self
+
+    @model_validator(mode="after")
+    def _docker_hub_names(self) -> PipelineConfig:
+        for registry in self.registries:
+            for image in self.images:
+                problem = registry.hub_repository_problem(image.name)
+                if problem is not None:
+                    raise ValueError(problem)
         return self
 
 
@@ -425,7 +483,82 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedC
         if document is None:
             raise ConfigError(f"{config_path}: no [tool.pipeline] table; add one or use pipeline.toml")
     try:
-        pipeline = PipelineConfig.model_validate(document)
+        pipeline = PipelineConfig.model_validate(document, context={"root": config_path.resolve().parent})
     except ValidationError as error:
         raise ConfigError(f"{config_path}: {_summary(error, prefix)}") from None
     return LoadedConfig(path=config_path.resolve(), root=config_path.resolve().parent, pipeline=pipeline)
+
+
+# --- [[deploy]]: where a tested digest runs (pipeline/deploy.py) ------------------------------------------
+
+_SWARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class DeployPort(_Strict):
+    """One published port. `mode = "host"` binds on each node running a task (no routing mesh needed)."""
+
+    target: int = Field(ge=1, le=65535)
+    published: int | None = Field(default=None, ge=1, le=65535, description="omit for a free port per task")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    mode: Literal["ingress", "host"] = "ingress"
+
+
+class UpdatePolicy(_Strict):
+    """Swarm's update config. The failure action is always rollback: a failed rollout must not stay half done."""
+
+    parallelism: int = Field(default=1, ge=0, description="tasks updated at once (0: all)")
+    delay: float = Field(default=0.0, ge=0, description="seconds between batches")
+    order: Literal["start-first", "stop-first"] = "start-first"
+    monitor: float = Field(default=5.0, gt=0, description="seconds a new task is watched for failure")
+    max_failure_ratio: float = Field(default=0.0, ge=0, le=1)
+
+
+class DeployConfig(_Strict):
+    environment: str
+    image: str = Field(description="an [[images]] name, full or short")
+    registry: str | None = Field(default=None, description="registry the nodes pull from (default: first)")
+    service: str = Field(description="the Swarm service; with `stack`, the compose service to pin")
+    stack: str | None = None
+    compose: str | None = Field(default=None, description="compose file of the stack, relative to the config")
+    replicas: int = Field(default=1, ge=0)
+    ports: tuple[DeployPort, ...] = ()
+    update: UpdatePolicy = UpdatePolicy()
+    health_gate: bool = Field(
+        default=True, description="refuse an image without HEALTHCHECK; wait for healthy"
+    )
+    timeout: float = Field(default=300.0, gt=0, description="seconds for the whole rollout")
+    stop_grace_period: float = Field(
+        default=10.0, ge=0, description="seconds an old task gets after SIGTERM (Swarm's default: 10)"
+    )
+
+    @field_validator("environment", "service", "stack")
+    @classmethod
+    def _swarm_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SWARM_NAME.match(value):
+            raise ValueError(
+                f"{value!r}: use letters, digits, '_', '.' and '-' (at most 63, no leading symbol)"
+            )
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _not_a_subcommand(cls, value: str) -> str:
+        if value == "status":
+            raise ValueError(
+                "'status' is the `pipeline deploy status` command; name the environment otherwise"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _stack_needs_compose(self) -> DeployConfig:
+        if (self.stack is None) != (self.compose is None):
+            raise ValueError("set both stack and compose (a stack deploy), or neither (a single service)")
+        return self
+
+    @property
+    def swarm_service(self) -> str:
+        """The service name Swarm knows: a stack prefixes its services with `<stack>_`."""
+        return f"{self.stack}_{self.service}" if self.stack else self.service
+
+
+PipelineConfig.model_rebuild()

@@ -65,3 +65,7 @@ class Interrupted(KeyboardInterrupt):
 
 class SignError(PipelineError):
     """Signing, attesting or verifying with cosign failed, or its key/password are missing or wrong."""
+
+
+class DeployError(PipelineError):
+    """A deploy was refused before anything changed, or a rollout failed and was rolled back."""

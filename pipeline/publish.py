@@ -26,8 +26,15 @@ import semver
 
 from pipeline import dockerconfig
 from pipeline.build import BuiltImage
-from pipeline.config import LoadedConfig, RegistryConfig, load_config
-from pipeline.distribution import INDEX_TYPES, BlobUploader, Manifest, PushStats, RegistryClient
+from pipeline.config import DOCKER_HUB_HOSTS, LoadedConfig, RegistryConfig, load_config
+from pipeline.distribution import (
+    INDEX_TYPES,
+    BlobUploader,
+    Manifest,
+    PushStats,
+    RegistryClient,
+    engine_trust_gap,
+)
 from pipeline.dockerconfig import add_login
 from pipeline.errors import AuthError, ConfigError, PipelineError, RegistryError
 from pipeline.registry import Credentials
@@ -64,16 +71,13 @@ def registry_client(registry: RegistryConfig, environ: Mapping[str, str] | None 
         insecure=registry.insecure,
         name=registry.name,
         credential_variables=variables,
+        ca_file=registry.ca_file,
     )
 
 
 def docker_host(registry: RegistryConfig) -> str:
     """The server name `docker login` wants (Docker Hub's is the default one)."""
-    return (
-        "docker.io"
-        if registry.host in ("docker.io", "index.docker.io", "registry-1.docker.io")
-        else registry.host
-    )
+    return "docker.io" if registry.host in DOCKER_HUB_HOSTS else registry.host
 
 
 def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
@@ -81,6 +85,9 @@ def check_registries(registries: Sequence[RegistryConfig], environ: Mapping[str,
     for registry in registries:
         registry_client(registry, environ).ping()
         log.info("registry %s (%s) answers", registry.name, registry.host)
+        gap = engine_trust_gap(registry.host, registry.ca_file)
+        if gap is not None:
+            log.warning("registry %s: %s", registry.name, gap)
 
 
 def login_all(registries: Sequence[RegistryConfig], environ: Mapping[str, str] | None = None) -> None:
@@ -514,9 +521,9 @@ def _remove_new_tags(writes: Sequence[_TagWrite], journal: PromotionJournal) -> 
     left: list[_TagWrite] = []
     for write in writes:
         try:
-            status, _, _ = client._request(
+            status = client._request(
                 "DELETE", f"/v2/{repository}/manifests/{write.tag}", f"repository:{repository}:delete"
-            )
+            ).status_code
         except (PipelineError, OSError):
             status = 0
         if status in (200, 202):
@@ -532,9 +539,9 @@ def _remove_new_tags(writes: Sequence[_TagWrite], journal: PromotionJournal) -> 
             for tag in client.tags(repository)
             if tag not in names and client.manifest_digest(repository, tag) == digest
         ]
-        status, _, _ = client._request(
+        status = client._request(
             "DELETE", f"/v2/{repository}/manifests/{digest}", f"repository:{repository}:delete"
-        )
+        ).status_code
         if status not in (200, 202):
             raise RegistryError(f"the registry deletes neither tags nor manifests ({status})")
         client.put_manifest(repository, digest, first.manifest)

@@ -17,7 +17,14 @@ T = TypeVar("T")
 
 
 class TransientError(Exception):
-    """A failure worth another try: a 5xx, a reset or refused connection, a timeout."""
+    """A failure worth another try: a 5xx, a reset or refused connection, a timeout.
+
+    `retry_after`: seconds the server asked us to wait (a 429's Retry-After); the backoff waits at least that.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ def with_retries(
         except Exception as error:
             if not is_transient(error) or attempt == policy.attempts:
                 raise
-            wait = policy.delay(attempt)
+            wait = max(policy.delay(attempt), getattr(error, "retry_after", None) or 0.0)
             reason = " ".join(str(error).split())[:200]
             log.warning("retry %d/%d of %s in %.1fs: %s", attempt, policy.attempts - 1, what, wait, reason)
             time.sleep(wait)

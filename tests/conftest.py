@@ -8,4 +8,7 @@ pytest_plugins = [
     "tests.fixtures.registries",
     "tests.fixtures.gitrepos",
     "tests.fixtures.faultproxy",
+    "tests.fixtures.hub",
+    "tests.fixtures.tlsregistry",
+    "tests.fixtures.connectproxy",
 ]

@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 
 VALID = """
 [[images]]
-name = "acme/hello"
+name = "hello"
 context = "app"
 
 [[registries]]
@@ -38,7 +38,7 @@ def test_valid_config_has_defaults(tmp_path: Path) -> None:
     assert loaded.dockerfile_path(image) == tmp_path / "app" / "Dockerfile"
     registry = loaded.pipeline.registries[0]
     assert (registry.host, registry.namespace) == ("docker.io", "acme")
-    assert registry.repository("acme/hello") == "docker.io/acme/acme/hello"
+    assert registry.repository("hello") == "docker.io/acme/hello"
 
 
 def test_pyproject_tool_section(tmp_path: Path) -> None:
@@ -176,3 +176,48 @@ def test_one_wrong_value_is_one_problem_not_two(tmp_path: Path) -> None:
     assert "more problem" not in str(raised.value)
     with pytest.raises(ConfigError, match=r"\(and 1 more problem\)"):
         load_config(write(tmp_path, '[[images]]\nname = "x"\ndockerfile = 5\ntarget = 6\n'))
+
+
+@pytest.mark.parametrize(
+    ("url", "image", "problem"),
+    [
+        ("docker.io/acme", "team/app", "'acme/team/app'"),
+        ("index.docker.io/acme", "a/b", "'acme/a/b'"),
+        ("docker.io", "org/team/app", "'org/team/app'"),
+    ],
+)
+def test_docker_hub_takes_two_level_names_only_refused_at_load(
+    tmp_path: Path, url: str, image: str, problem: str
+) -> None:
+    path = write(tmp_path, f'[[images]]\nname = "{image}"\n[[registries]]\nname = "hub"\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert "Docker Hub" in message and "namespace/repository" in message and problem in message
+    assert "\n" not in message
+
+
+def test_docker_hub_namespace_of_two_levels_is_refused_and_official_images_go_under_library(
+    tmp_path: Path,
+) -> None:
+    from pipeline.publish import _repository_path
+
+    path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io/a/b"\n')
+    with pytest.raises(ConfigError, match=r"registries\[0\]\.url: 'docker\.io/a/b': Docker Hub names"):
+        load_config(path)
+    path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io"\n')
+    (registry,) = load_config(path).pipeline.registries
+    assert _repository_path(registry, "app") == "library/app"
+    path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io/acme"\n')
+    (registry,) = load_config(path).pipeline.registries
+    assert _repository_path(registry, "app") == "acme/app"
+
+
+def test_ca_file_resolves_against_the_config_folder_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "corp-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    registry = '[[registries]]\nname = "corp"\nurl = "registry.corp.example:5000"\nca_file = "{}"\n'
+    loaded = load_config(write(tmp_path, VALID + registry.format("certs/corp-ca.pem")))
+    assert loaded.pipeline.registries[1].ca_file == tmp_path / "certs" / "corp-ca.pem"
+    with pytest.raises(ConfigError, match=r"registries\[1\]\.ca_file: .*missing\.pem' is not a file"):
+        load_config(write(tmp_path, VALID + registry.format("certs/missing.pem")))
