@@ -399,7 +399,10 @@ def test_release_against_a_registry_that_breaks_for_good_moves_no_tag(
     assert [
         t for t in RegistryClient(open_registry.url).tags(f"broken/{IMAGE}") if not t.startswith("buildcache")
     ] == []
-    assert json.loads((project / "release.json").read_text())["status"] == "failed"
+    report = json.loads((project / "release.json").read_text())
+    assert report["status"] == "failed" and report["step"].startswith("push")
+    # Issue 17, point 7: a push that failed halfway still says which digest it was pushing.
+    assert report["images"][0]["index_digest"].startswith("sha256:")
 
 
 # --- issue 17: the hostile user's findings, end to end ---------------------------------------------------------
