@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.logging import RichHandler
 
-from pipeline import __version__
-from pipeline.errors import PipelineError
+from pipeline import __version__, signals
+from pipeline.errors import Interrupted, PipelineError, PreflightError
 
 # Subcommand -> the module that registers it (`register(subparsers)`, setting `handler`). Only the module
 # of the command being run is imported, so that `pipeline plan` does not pay for the lint or smoke code.
@@ -93,19 +93,43 @@ def error_line(error: BaseException) -> str:
     return " ".join(text.split()) if "\n" not in text else text.splitlines()[0].strip()
 
 
+def error_lines(error: PipelineError) -> list[str]:
+    """A preflight names every problem it found, one line each; any other error is one line."""
+    if isinstance(error, PreflightError):
+        return [" ".join(problem.split()) for problem in error.problems]
+    return [error_line(error)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(argv)
+    previous = signals.install()
+    try:
+        return _main(argv)
+    finally:
+        signals.restore(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser(argv)
+    except KeyboardInterrupt as error:
+        return error.exit_code if isinstance(error, Interrupted) else 130
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
     try:
         return handler(args)
     except PipelineError as error:
-        print(f"error: {error_line(error)}", file=sys.stderr)
+        for line in error_lines(error):
+            print(f"error: {line}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was promoted past the last completed step", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        code = error.exit_code if isinstance(error, Interrupted) else 130
+        name = "SIGTERM" if code == 143 else "SIGINT"
+        print(
+            f"error: interrupted ({name}); stopped and cleaned up, the report says what moved",
+            file=sys.stderr,
+        )
+        return code
     except Exception as error:  # one line for the unexpected too: it is still a bug to report, not a dump
         from python_on_whales.exceptions import DockerException
 

@@ -61,6 +61,43 @@ ALL_TAG_KINDS: tuple[TagKind, ...] = (
 )
 
 
+_NOT_A_VARIABLE_NAME = (
+    "must name an environment variable (e.g. HUB_TOKEN), not hold the secret itself; this value looks like "
+    "a secret, so it is not shown: put it in a variable (a CI secret) and the variable's name here"
+)
+# Prefixes of tokens that GitHub, GitLab, Docker Hub, AWS, Slack and OpenAI-style services issue.
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "dckr_pat_", "xox", "sk-")
+_AWS_KEY = re.compile(r"^(?:AKIA|ASIA)[0-9A-Z]{16}$")
+
+
+def looks_like_secret(value: str) -> bool:
+    """True for a value that is a token rather than a variable name (names are words, tokens are noise)."""
+    if value.lower().startswith(_TOKEN_PREFIXES) or _AWS_KEY.match(value):
+        return True
+    letters_and_digits = sum(ch.isalnum() for ch in value)
+    mixed_case = any(ch.islower() for ch in value) and any(ch.isupper() for ch in value)
+    digits = sum(ch.isdigit() for ch in value)
+    # Variable names are UPPER_SNAKE or lower_snake words; a long run mixing cases and digits is a token.
+    return len(value) >= 20 and mixed_case and digits >= 3 and letters_and_digits / len(value) > 0.9
+
+
+def _checked_registry_url(value: str, match: re.Match[str]) -> str:
+    host, port, namespace = match["host"], match["port"], match["namespace"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port {port} is outside 1-65535")
+    labels = host.strip("[]").split(".") if not host.startswith("[") else []
+    if any(label == "" for label in labels) or host.startswith(("-", ".")) or host.endswith("-"):
+        raise ValueError(f"{value!r}: host {host!r} is not a valid host name")
+    parts = [part for part in namespace.split("/") if part]
+    for part in parts:
+        if part in (".", "..") or not _REPOSITORY_NAME.match(part):
+            raise ValueError(
+                f"{value!r}: namespace part {part!r} is not a valid repository path component "
+                "(lowercase letters and digits, separated by '.', '_' or '-')"
+            )
+    return value.rstrip("/")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -180,20 +217,25 @@ class RegistryConfig(_Strict):
     def _valid_url(cls, value: str) -> str:
         if "://" in value:
             raise ValueError(f"{value!r}: give host[:port][/namespace] without a scheme")
-        if not _REGISTRY_URL.match(value):
+        match = _REGISTRY_URL.match(value)
+        if not match:
             raise ValueError(f"{value!r} is not host[:port][/namespace]")
-        host, _, namespace = value.rstrip("/").partition("/")
+        checked = _checked_registry_url(value, match)
+        host, _, namespace = checked.partition("/")
         if host in DOCKER_HUB_HOSTS and "/" in namespace:
             raise ValueError(
                 f"{value!r}: Docker Hub names are namespace/repository; give docker.io/NAMESPACE only"
             )
-        return value.rstrip("/")
+        return checked
 
-    @field_validator("username_env", "password_env")
+    @field_validator("username_env", "password_env", mode="before")
     @classmethod
-    def _env_names_only(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} must name an environment variable, not hold the secret itself")
+    def _env_names_only(cls, value: object) -> object:
+        # Never echo the value: whatever is here by mistake is most likely the secret itself.
+        if value is not None and not isinstance(value, str):
+            raise ValueError(_NOT_A_VARIABLE_NAME)
+        if isinstance(value, str) and (not _ENV_NAME.match(value) or looks_like_secret(value)):
+            raise ValueError(_NOT_A_VARIABLE_NAME)
         return value
 
     @model_validator(mode="after")
@@ -398,9 +440,35 @@ def _describe(error: dict[str, Any], prefix: tuple[str, ...]) -> str:
     if kind == "missing":
         return f"{_key_path(location)}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if location and location[-1] in ("username_env", "password_env"):
+        return f"{_key_path(location)}: {message}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         message = f"wrong type: {message} (got {error.get('input')!r})"
     return f"{_key_path(location)}: {message}"
+
+
+def _summary(error: ValidationError, prefix: tuple[str, ...]) -> str:
+    """The first problem, and how many more there are, counting each key once: pydantic reports a value
+    that fits none of `str | None` once per alternative, which is still one problem for the user."""
+    errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
+    # A tuple whose only items failed is then also "too short": a consequence, not another problem.
+    failed = {tuple(e["loc"])[:1] for e in errors if len(tuple(e["loc"])) > 1}
+    errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in failed)] or errors
+    places = list(dict.fromkeys(_problem_place(e) for e in errors))
+    more = len(places) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{_describe(errors[0], prefix)}{suffix}"
+
+
+def _problem_place(error: dict[str, Any]) -> tuple[int | str, ...]:
+    # A union's alternatives appear as a last location part naming the type ('str', 'function-after[...]').
+    location = tuple(error["loc"])
+    while location and isinstance(location[-1], str) and ("[" in location[-1] or location[-1] in _TYPE_NAMES):
+        location = location[:-1]
+    return location
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "tuple"})
 
 
 def find_config(start: Path) -> Path:
@@ -437,10 +505,7 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> LoadedC
     try:
         pipeline = PipelineConfig.model_validate(document, context={"root": config_path.resolve().parent})
     except ValidationError as error:
-        first = error.errors()[0]
-        more = len(error.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{config_path}: {_describe(dict(first), prefix)}{suffix}") from None
+        raise ConfigError(f"{config_path}: {_summary(error, prefix)}") from None
     return LoadedConfig(path=config_path.resolve(), root=config_path.resolve().parent, pipeline=pipeline)
 
 

@@ -15,6 +15,14 @@ class ConfigError(PipelineError):
     exit_code = 2
 
 
+class PreflightError(ConfigError):
+    """Checks before any build found problems: one line each, all of them at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 class EngineError(PipelineError):
     """No usable container engine, and none could be provisioned."""
 
@@ -41,6 +49,18 @@ class SmokeError(PipelineError):
 
 class LintError(PipelineError):
     """Lint found errors, or could not run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the run stops, cleans up, writes its report and exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class SignError(PipelineError):

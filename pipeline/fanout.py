@@ -105,9 +105,13 @@ def run_merge_command(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{path}: not a digest file written by `pipeline build --digest-file` ({error})"
             ) from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("platforms"), dict):
+            raise ConfigError(
+                f"{path}: has no `platforms` object; give the file `pipeline build --digest-file` wrote"
+            )
         if recorded.get("image") != image.name:
             raise ConfigError(f"{path}: holds image {recorded.get('image')!r}, not {image.name!r}")
-        digests.extend(recorded["platforms"].values())
+        digests.extend(str(digest) for digest in recorded["platforms"].values())
     # The index carries the image's annotations, as the index of a single-job multi-platform build does.
     annotations = make_plan(config, allow_dirty=True).image(image.name).annotations
     with isolated_docker_config():

@@ -70,9 +70,14 @@ def open_repo(path: Path) -> git.Repo:
 
 
 def _git_failure(error: git.GitCommandError) -> str:
+    """git's own reason: its `fatal:`/`error:` line, else all it said on one line (never a cut sentence such
+    as the last line of "Please make sure you have the correct access rights / and the repository exists.")."""
     stderr = str(error.stderr or "").strip().removeprefix("stderr:").strip(" '\n")
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"git exited with {error.status}"
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    if reasons:
+        return "; ".join(reasons)
+    return " ".join(lines) if lines else f"git exited with {error.status}"
 
 
 def _is_shallow(repo: git.Repo) -> bool:
@@ -169,6 +174,7 @@ def read_state(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX, fetch_tags: 
             sha, commits = _head_and_tags(repo)
             releases = parse_release_tags(commits, tag_prefix)
             head_tags = tuple(release for release in releases if commits[release.tag] == sha)
+            _warn_ignored_head_tags(commits, sha, releases, tag_prefix)
             base, distance = (None, 0) if head_tags else _nearest(repo, releases, commits)
             is_dirty = dirty.result()
         return GitState(
@@ -187,6 +193,42 @@ def read_state(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX, fetch_tags: 
         ) from None
     finally:
         repo.close()
+
+
+def _warn_ignored_head_tags(
+    commits: Mapping[str, str], sha: str, releases: list[Release], tag_prefix: str
+) -> None:
+    """Say so when HEAD carries a tag that is not a release tag (`release-1`): silently ignoring it would
+    leave the user wondering why the version is a dev version."""
+    release_names = {release.tag for release in releases}
+    for name, commit in sorted(commits.items()):
+        if commit == sha and name not in release_names:
+            log.warning(
+                "tag %r on HEAD is not a release tag (%sX.Y.Z or X.Y.Z, semver); it is ignored for the version",
+                name,
+                tag_prefix,
+            )
+
+
+def untracked_in(path: Path, directory: Path) -> list[str]:
+    """Untracked and git-ignored files under `directory` (relative to it): buildx sends them with the
+    context even though `git status` calls the tree clean."""
+    repo = open_repo(path)
+    root = Path(repo.working_dir).resolve()
+    if not directory.resolve().is_relative_to(root):
+        repo.close()
+        return []  # a context outside the repository: git knows nothing about it
+    try:
+        output = repo.git.ls_files("--others", "-z", "--", str(directory))
+    except git.GitCommandError as error:
+        raise GitError(f"{repo.working_dir}: git ls-files failed: {_git_failure(error)}") from None
+    finally:
+        repo.close()
+    found = []
+    for name in output.split("\0"):
+        if name:
+            found.append((root / name).resolve().relative_to(directory.resolve()).as_posix())
+    return found
 
 
 def describe(path: Path, *, tag_prefix: str = DEFAULT_TAG_PREFIX) -> semver.Version:

@@ -7,11 +7,13 @@ plan it gets from here. Planning has no side effects, except fetching tags when 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -19,9 +21,9 @@ from rich.table import Table
 
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.errors import GitError
-from pipeline.gitcontext import ci_context, commit_created, read_state, source_url
+from pipeline.gitcontext import ci_context, commit_created, read_state, source_url, untracked_in
 from pipeline.registry import planned_registries
-from pipeline.tags import compute_tags, oci_annotations, oci_labels
+from pipeline.tags import compute_tags, floating_tags, oci_annotations, oci_labels
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ImagePlan:
     """Bare tag names; `references` joins them to a registry."""
     labels: dict[str, str]
     annotations: dict[str, str]
+    floating: tuple[str, ...] = ()
+    """The tags among `tags` that move from release to release (`latest`, `X`, `X.Y`, a channel)."""
 
     def references(self, registry: RegistryConfig) -> list[str]:
         repository = registry.repository(self.name)
@@ -48,6 +52,8 @@ class Plan:
     event: str
     images: tuple[ImagePlan, ...]
     registries: tuple[RegistryConfig, ...]
+    context_files: tuple[str, ...] = ()
+    """Untracked or ignored files a build context would send (after .dockerignore): they make it dirty."""
 
     def image(self, name: str) -> ImagePlan:
         for image in self.images:
@@ -65,6 +71,7 @@ class Plan:
             "revision": self.revision,
             "created": self.created,
             "dirty": self.dirty,
+            "untracked_in_context": list(self.context_files),
             "event": self.event,
             "registries": [{"name": r.name, "url": r.url} for r in self.registries],
             "images": [
@@ -83,6 +90,12 @@ class Plan:
 
 def require_clean(plan: Plan) -> None:
     """Refuse to publish a dirty tree: its images would not match any commit."""
+    if plan.context_files:
+        shown = ", ".join(plan.context_files[:3]) + (" ..." if len(plan.context_files) > 3 else "")
+        raise GitError(
+            f"the build context holds {len(plan.context_files)} untracked or git-ignored file(s) that the build "
+            f"would send ({shown}); add them to .dockerignore, commit or remove them, or pass --allow-dirty"
+        )
     if plan.dirty:
         raise GitError(
             f"the working tree has uncommitted changes (version {plan.version}); "
@@ -97,12 +110,19 @@ def make_plan(
     allow_dirty: bool = True,
     fetch_tags: bool = False,
     environ: Mapping[str, str] | None = None,
+    own_files: Sequence[Path] = (),
 ) -> Plan:
-    """The plan for HEAD of the repository containing the config, in the current (or given) CI context."""
+    """The plan for HEAD of the repository containing the config, in the current (or given) CI context.
+
+    `own_files`: files the pipeline itself writes (the release report), which do not make a context dirty.
+    """
     environ = os.environ if environ is None else environ
     registries = tuple(registries) if registries is not None else planned_registries(config)
     settings = config.pipeline
     state = read_state(config.root, tag_prefix=settings.version.tag_prefix, fetch_tags=fetch_tags)
+    context_files = sent_untracked_files(config, own_files)
+    if context_files and not state.dirty:
+        state = dataclasses.replace(state, dirty=True)
     version = state.version
     created = commit_created(config.root, state.sha)
     context = ci_context(
@@ -126,6 +146,7 @@ def make_plan(
                 platforms=image.platforms,
                 version=str(version),
                 tags=compute_tags(version, releases, context, image.tags),
+                floating=floating_tags(version, releases, image.tags),
                 labels=labels,
                 annotations={**oci_annotations(labels), **image.annotations},
             )
@@ -138,10 +159,33 @@ def make_plan(
         event=context.event,
         images=tuple(images),
         registries=registries,
+        context_files=tuple(context_files),
     )
     if not allow_dirty:
         require_clean(plan)
     return plan
+
+
+def sent_untracked_files(config: LoadedConfig, own_files: Sequence[Path] = ()) -> list[str]:
+    """Untracked and git-ignored files (relative to the config's folder) that some image's build context
+    would send after its .dockerignore: a build would publish content no commit holds."""
+    from pipeline.lint.context import dockerignore_for, is_ignored, parse_dockerignore
+
+    found: list[str] = []
+    for image in config.pipeline.images:
+        context = config.context_dir(image)
+        if not context.is_dir():
+            continue  # preflight reports the missing folder
+        ignore_file = dockerignore_for(config.dockerfile_path(image), context)
+        patterns = parse_dockerignore(ignore_file.read_text()) if ignore_file is not None else []
+        own = {path.resolve() for path in own_files}
+        for name in untracked_in(config.root, context):
+            if not is_ignored(name, patterns) and (context / name).resolve() not in own:
+                where = (
+                    (context / name).relative_to(config.root) if context.is_relative_to(config.root) else name
+                )
+                found.append(str(where))
+    return sorted(dict.fromkeys(found))
 
 
 def _print_human(plan: Plan, console: Console) -> None:

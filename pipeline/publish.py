@@ -7,13 +7,18 @@ the release gate after the smoke tests passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import semver
 
 from pipeline import dockerconfig
 from pipeline.build import BuiltImage
@@ -27,8 +32,9 @@ from pipeline.distribution import (
     engine_trust_gap,
 )
 from pipeline.dockerconfig import add_login
-from pipeline.errors import AuthError, RegistryError
+from pipeline.errors import AuthError, PipelineError, RegistryError
 from pipeline.registry import Credentials
+from pipeline.version import precedence_key
 
 log = logging.getLogger(__name__)
 # Kept importable from here: callers entered it through publish before it had a module of its own.
@@ -185,6 +191,11 @@ def verify_same_digest(
         found = registry_client(registry, environ).manifest_digest(
             _repository_path(registry, published.image), published.index_digest
         )
+        if found is None:
+            raise RegistryError(
+                f"registry {registry.name} does not hold {published.image}@{published.index_digest}; push it "
+                "there (a `pipeline build --push-by-digest` and `merge` to every registry) before releasing"
+            )
         if found != published.index_digest:
             raise RegistryError(
                 f"registry {registry.name} holds {published.image} as {found}, not {published.index_digest}; "
@@ -215,29 +226,333 @@ def promote(
     registries: Sequence[RegistryConfig],
     environ: Mapping[str, str] | None = None,
 ) -> list[Promotion]:
-    """Point the human tags at the tested digest in every registry: manifest copies, no blob moves.
+    """Point the human tags at the tested digest in every registry: all of them or none (see `promote_all`)."""
+    journal = PromotionJournal()
+    promote_all([PromotionRequest(image, digest, tuple(tags))], registries, journal, environ)
+    return [
+        Promotion(
+            registry.name, registry.repository(image), digest, journal.moved.get((image, registry.name), [])
+        )
+        for registry in registries
+    ]
 
-    Every registry is read first, so that one that is down fails the run before any tag moves anywhere.
+
+# --- all-or-nothing promotion across registries --------------------------------------------------------------
+
+VERSION_KEY = "org.opencontainers.image.version"
+REVISION_KEY = "org.opencontainers.image.revision"
+
+
+@dataclass(frozen=True)
+class PromotionRequest:
+    image: str
+    digest: str
+    tags: tuple[str, ...]
+    floating: tuple[str, ...] = ()
+    """Tags that must never move to a lower version than the one they point to now (`latest`, `X`, `X.Y`)."""
+    version: str | None = None
+    revision: str | None = None
+    """The commit built: a tag already on another tested digest of it stays (a concurrent run won)."""
+
+
+@dataclass
+class _TagWrite:
+    registry: RegistryConfig
+    client: RegistryClient
+    repository: str
+    image: str
+    tag: str
+    manifest: Manifest
+    previous: Manifest | None
+
+
+@dataclass
+class PromotionJournal:
+    """What promotion did, kept up to date while it runs so that the report is true at every moment."""
+
+    moved: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (image, registry) -> tags
+    kept: list[str] = field(default_factory=list)  # floating tags left on a higher version, as sentences
+    restored: list[str] = field(default_factory=list)  # what a rollback put back or removed
+    unrestored: list[str] = field(default_factory=list)  # what a rollback could NOT undo: say it loudly
+    on_change: Callable[[], None] | None = None
+
+    def changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except Exception as error:  # the listener (the report) must never stop or break a rollback
+            log.error("could not record the promotion step: %s", error)
+
+
+def promote_all(
+    requests: Sequence[PromotionRequest],
+    registries: Sequence[RegistryConfig],
+    journal: PromotionJournal,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Move every image's tags in every registry, or none.
+
+    First every registry is read: the tested digest's manifest, and what each tag points to now (so a
+    registry that is down fails the run before any tag moves, and a floating tag already on a higher version
+    stays there). Then the tags are written. If any write fails, or the run is interrupted, every tag written
+    is put back where it was (or removed when it is new), and the journal says exactly what moved, what was
+    restored and what could not be.
     """
-    manifests = []
+    writes = _planned_writes(requests, registries, journal, environ)
+    done: list[_TagWrite] = []
+    by_image = {request.image: request for request in requests}
+    try:
+        for write in writes:
+            if _overtaken(write, by_image[write.image], journal):
+                continue
+            stored = write.client.put_manifest(write.repository, write.tag, write.manifest)
+            if stored != write.manifest.digest:
+                raise RegistryError(
+                    f"{write.registry.name}: {write.repository}:{write.tag} stored as {stored}, "
+                    f"expected {write.manifest.digest}"
+                )
+            done.append(write)
+            journal.moved.setdefault((write.image, write.registry.name), []).append(write.tag)
+            journal.changed()
+    except BaseException:
+        with _signals_deferred():
+            _roll_back(done, journal)
+        raise
+    for (image, registry), tags in journal.moved.items():
+        log.info("tagged %s in %s: %s", image, registry, ", ".join(tags))
+
+
+def _planned_writes(
+    requests: Sequence[PromotionRequest],
+    registries: Sequence[RegistryConfig],
+    journal: PromotionJournal,
+    environ: Mapping[str, str] | None,
+) -> list[_TagWrite]:
+    writes: list[_TagWrite] = []
     for registry in registries:
         client = registry_client(registry, environ)
-        repository = _repository_path(registry, image)
-        manifest = client.get_manifest(repository, digest)
-        if manifest.digest != digest:
-            raise RegistryError(f"registry {registry.name} returned {manifest.digest} for {image}@{digest}")
-        manifests.append((registry, client, repository, manifest))
-    done: list[Promotion] = []
-    for registry, client, repository, manifest in manifests:
-        for tag in tags:
-            stored = client.put_manifest(repository, tag, manifest)
-            if stored != digest:
+        for request in requests:
+            repository = _repository_path(registry, request.image)
+            manifest = client.get_manifest(repository, request.digest)
+            if manifest.digest != request.digest:
                 raise RegistryError(
-                    f"{registry.name}: {repository}:{tag} stored as {stored}, expected {digest}"
+                    f"registry {registry.name} returned {manifest.digest} for {request.image}@{request.digest}"
                 )
-        log.info("tagged %s in %s: %s", image, registry.name, ", ".join(tags))
-        done.append(Promotion(registry.name, registry.repository(image), digest, list(tags)))
-    return done
+            for tag in request.tags:
+                previous = _current(client, repository, tag)
+                if previous is not None and previous.digest == request.digest:
+                    journal.moved.setdefault((request.image, registry.name), []).append(tag)
+                    continue  # already there (a rerun): nothing to write, nothing to undo
+                note = _reason_to_keep(client, repository, tag, previous, request)
+                if note is not None:
+                    journal.kept.append(f"{registry.name}: {registry.repository(request.image)}:{tag} {note}")
+                    log.warning("not moving %s", journal.kept[-1])
+                    continue
+                writes.append(_TagWrite(registry, client, repository, request.image, tag, manifest, previous))
+    return writes
+
+
+def _reason_to_keep(
+    client: RegistryClient, repository: str, tag: str, previous: Manifest | None, request: PromotionRequest
+) -> str | None:
+    """Why `tag` must stay where it is, if it must: it is already on another tested digest of this very
+    commit (two runs of one commit: the first to promote wins, both then agree), or it is a floating tag on
+    a higher version than this release."""
+    if previous is None:
+        return None
+    check_version = tag in request.floating and request.version is not None
+    if request.revision is None and not check_version:
+        return None
+    metadata = image_metadata(client, repository, previous)
+    if request.revision is not None and metadata.get(REVISION_KEY) == request.revision:
+        return f"stays on {previous.digest}, a tested digest of the same commit"
+    theirs = metadata.get(VERSION_KEY)
+    if check_version and request.version is not None and _is_higher(theirs, request.version):
+        return f"stays on {theirs} ({previous.digest[:19]}), higher than {request.version}"
+    return None
+
+
+def _overtaken(write: _TagWrite, request: PromotionRequest, journal: PromotionJournal) -> bool:
+    """Look at the tag again just before writing it: a concurrent release may have moved it since the first
+    read, higher or onto its own digest of this commit. The registry API has no compare-and-swap; this
+    narrows the race to one request (a HEAD when nothing changed)."""
+    digest = write.client.manifest_digest(write.repository, write.tag)
+    if digest is None or digest == (write.previous.digest if write.previous is not None else None):
+        return False
+    now = write.client.get_manifest(write.repository, write.tag)
+    note = _reason_to_keep(write.client, write.repository, write.tag, now, request)
+    if note is None:
+        return False
+    journal.kept.append(f"{write.registry.name}: {write.registry.repository(write.image)}:{write.tag} {note}")
+    log.warning("not moving %s", journal.kept[-1])
+    return True
+
+
+def _current(client: RegistryClient, repository: str, tag: str) -> Manifest | None:
+    if client.manifest_digest(repository, tag) is None:
+        return None
+    return client.get_manifest(repository, tag)
+
+
+def _is_higher(theirs: str | None, ours: str) -> bool:
+    """True when the registry's version is above ours; an unreadable version never blocks a move."""
+    if not theirs:
+        return False
+    try:
+        return precedence_key(semver.Version.parse(theirs)) > precedence_key(semver.Version.parse(ours))
+    except ValueError:
+        log.debug("version %r or %r is not semver; not comparing", theirs, ours)
+        return False
+
+
+def image_metadata(client: RegistryClient, repository: str, manifest: Manifest) -> dict[str, str]:
+    """The OCI annotations of an image (index first), completed by the labels of its first platform's
+    config: where the version and revision of what a tag points to can be read."""
+    document = manifest.document
+    found: dict[str, str] = {str(k): str(v) for k, v in (document.get("annotations") or {}).items()}
+    if manifest.is_index:
+        children = [
+            entry
+            for entry in document.get("manifests", [])
+            if (entry.get("platform") or {}).get("os") not in (None, "unknown")
+        ]
+        if not children or (VERSION_KEY in found and REVISION_KEY in found):
+            return found
+        manifest = client.get_manifest(repository, children[0]["digest"])
+        document = manifest.document
+        for key, value in (document.get("annotations") or {}).items():
+            found.setdefault(str(key), str(value))
+    config_digest = (document.get("config") or {}).get("digest")
+    if config_digest and not (VERSION_KEY in found and REVISION_KEY in found):
+        labels = (client.get_blob_json(repository, config_digest).get("config") or {}).get("Labels") or {}
+        for key, value in labels.items():
+            found.setdefault(str(key), str(value))
+    return found
+
+
+def find_tested_digest(
+    image: str,
+    tags: Sequence[str],
+    revision: str,
+    registries: Sequence[RegistryConfig],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, str] | None:
+    """(digest, "registry:tag") when a tag of this release already points, in the first registry, to an
+    image built from `revision` that every registry holds: a rerun of the commit reuses that tested digest
+    instead of tagging a new one (a rebuild differs, if only in its provenance attestation's times)."""
+    if not registries:
+        return None
+    first = registries[0]
+    client = registry_client(first, environ)
+    repository = _repository_path(first, image)
+    for tag in tags:
+        current = _current(client, repository, tag)
+        if current is None or image_metadata(client, repository, current).get(REVISION_KEY) != revision:
+            continue
+        for registry in registries[1:]:
+            if (
+                registry_client(registry, environ).manifest_digest(
+                    _repository_path(registry, image), current.digest
+                )
+                != current.digest
+            ):
+                log.info("%s:%s is this commit's, but %s lacks it: building", image, tag, registry.name)
+                return None
+        return current.digest, f"{first.name}:{tag}"
+    return None
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a rollback runs: a second Ctrl-C must not leave it half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _roll_back(done: Sequence[_TagWrite], journal: PromotionJournal) -> None:
+    """Undo the writes, newest first: restore the previous manifest, or remove a tag that was new."""
+    removals: dict[tuple[str, str], list[_TagWrite]] = {}
+    for write in reversed(done):
+        where = f"{write.registry.name}: {write.registry.repository(write.image)}:{write.tag}"
+        try:
+            if write.previous is not None:
+                write.client.put_manifest(write.repository, write.tag, write.previous)
+                journal.restored.append(f"{where} back on {write.previous.digest}")
+            else:
+                removals.setdefault((write.registry.name, write.repository), []).append(write)
+                continue
+        except (PipelineError, OSError) as error:
+            journal.unrestored.append(f"{where} still on {write.manifest.digest} ({error})")
+        _unrecord(journal, write)
+        journal.changed()
+    for writes in removals.values():
+        _remove_new_tags(writes, journal)
+        journal.changed()
+
+
+def _unrecord(journal: PromotionJournal, write: _TagWrite) -> None:
+    moved = journal.moved.get((write.image, write.registry.name), [])
+    if write.tag in moved:
+        moved.remove(write.tag)
+
+
+def _remove_new_tags(writes: Sequence[_TagWrite], journal: PromotionJournal) -> None:
+    """Remove tags this promotion added in one repository.
+
+    The OCI spec's tag deletion (DELETE by tag) is tried first. Distribution 2.x refuses it (only digests
+    can be deleted, which drops every tag of that manifest), so there the digest is deleted and put back
+    at once, with the tags that pointed to it before this promotion: the net effect is the new tags gone.
+    """
+    first = writes[0]
+    client, repository, digest = first.client, first.repository, first.manifest.digest
+    names = [w.tag for w in writes]
+    left: list[_TagWrite] = []
+    for write in writes:
+        try:
+            status = client._request(
+                "DELETE", f"/v2/{repository}/manifests/{write.tag}", f"repository:{repository}:delete"
+            ).status_code
+        except (PipelineError, OSError):
+            status = 0
+        if status in (200, 202):
+            journal.restored.append(f"{write.registry.name}: removed new tag {write.tag}")
+            _unrecord(journal, write)
+        else:
+            left.append(write)
+    if not left:
+        return
+    try:
+        keep = [
+            tag
+            for tag in client.tags(repository)
+            if tag not in names and client.manifest_digest(repository, tag) == digest
+        ]
+        status = client._request(
+            "DELETE", f"/v2/{repository}/manifests/{digest}", f"repository:{repository}:delete"
+        ).status_code
+        if status not in (200, 202):
+            raise RegistryError(f"the registry deletes neither tags nor manifests ({status})")
+        client.put_manifest(repository, digest, first.manifest)
+        for tag in keep:
+            client.put_manifest(repository, tag, first.manifest)
+    except (PipelineError, OSError) as error:
+        for write in left:
+            journal.unrestored.append(
+                f"{write.registry.name}: {write.registry.repository(write.image)}:{write.tag} is new and could "
+                f"not be removed; it points to the tested {digest} ({error})"
+            )
+        return
+    for write in left:
+        journal.restored.append(f"{write.registry.name}: removed new tag {write.tag}")
+        _unrecord(journal, write)
 
 
 def merge_platform_digests(

@@ -14,8 +14,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.build import BuildSpec, build, spec_for
@@ -31,20 +31,24 @@ from pipeline.engine import (
     stand_in_bases,
     stand_in_refusal,
 )
-from pipeline.errors import PipelineError, SmokeError
+from pipeline.errors import ConfigError, PipelineError, PreflightError, SmokeError
 from pipeline.github import mask_secrets, write_github_outputs
-from pipeline.plan import ImagePlan, Plan, make_plan
+from pipeline.plan import ImagePlan, Plan, make_plan, require_clean
 from pipeline.publish import (
+    PromotionJournal,
+    PromotionRequest,
     adopt_pushed,
     check_registries,
+    find_tested_digest,
     login_all,
-    promote,
+    promote_all,
     push_everywhere,
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
 from pipeline.sign import require_signed_digests, sign_tested, start_signer
-from pipeline.smoke import SmokeTarget, run_smoke
+from pipeline.smoke import SmokeTarget, partial_report, run_smoke
+from pipeline.structure import load_suite
 
 log = logging.getLogger(__name__)
 DEFAULT_REPORT = Path("release.json")
@@ -106,52 +110,78 @@ def release(
     digests: Mapping[str, str] | None = None,
     require_signature: bool = False,
 ) -> ReleaseReport:
-    """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out."""
+    """The gate. `digests` (image name -> index digest) releases indexes already pushed by a fan-out.
+
+    The report is written before any work (which also proves its path writable), after every step, and at
+    the end whatever happened, refusals and signals included: it is true at every moment.
+    """
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     mask_secrets(config.pipeline.registries, environ)
     if dry:
-        plan = make_plan(
-            config,
-            registries=planned_registries(config),
-            allow_dirty=True,
-            fetch_tags=fetch_tags,
-            environ=environ,
+        plan = _only(
+            make_plan(
+                config,
+                registries=planned_registries(config),
+                allow_dirty=True,
+                fetch_tags=fetch_tags,
+                environ=environ,
+            ),
+            images,
         )
         if plan.dirty and not allow_dirty:
             print(
                 f"note: the tree has uncommitted changes ({plan.version}): a release would refuse without --allow-dirty"
             )
-        report = dry_run(config, _only(plan, images))
+        problems = file_problems(config, plan, digests or {})
+        if problems:
+            raise PreflightError(problems)
+        report = dry_run(config, plan)
         write_github_outputs(report, environ)
         return report
-    # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
-    pending_signer = start_signer(config, environ) if not no_push else None
-    status = ensure_engine(
-        builder=config.pipeline.build.builder,
-        platforms=engine_platforms(config, images) or REQUIRED_PLATFORMS,
-    )
-    registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
-    plan = _only(
-        make_plan(
-            config,
-            registries=registries or planned_registries(config),
-            allow_dirty=allow_dirty,
-            fetch_tags=fetch_tags,
-            environ=environ,
-        ),
-        images,
-    )
-    report = ReleaseReport.start(plan, mode="local" if no_push else "publish")
-    report.timings["plan"] = time.monotonic() - started
-    stand_in = offline_base_in_use(status)
-    if stand_in:
-        log.warning(offline_base_notice())
+    mode = "local" if no_push else "publish"
     try:
+        plan = _only(
+            make_plan(
+                config,
+                registries=planned_registries(config),
+                allow_dirty=True,
+                fetch_tags=fetch_tags,
+                environ=environ,
+                own_files=[report_path] if report_path is not None else [],
+            ),
+            images,
+        )
+    except PipelineError as error:
+        report = ReleaseReport(version="", revision="", mode=mode, started_at=_now())
+        report.finish("refused", error)
+        _save_final(report, report_path, environ)
+        raise
+    report = ReleaseReport.start(plan, mode=mode)
+    report.timings["plan"] = time.monotonic() - started
+    save = _saver(report, report_path)
+    save("start")  # before any work: an unwritable --report fails here, not after the tags moved
+    try:
+        if not allow_dirty:
+            require_clean(plan)
+        problems = file_problems(config, plan, digests or {})
+        save("engine")
+        # The variables are checked now; the key is opened meanwhile, in the background (a cosign run).
+        pending_signer = start_signer(config, environ) if not no_push else None
+        status = ensure_engine(builder=config.pipeline.build.builder, platforms=engine_platforms(plan))
+        problems += platform_problems(plan, status.platforms)
+        if problems:
+            raise PreflightError(problems)
+        registries: tuple[RegistryConfig, ...] = () if no_push else ensure_registries(config)
+        plan = dataclasses.replace(plan, registries=registries or plan.registries)
+        stand_in = offline_base_in_use(status)
+        if stand_in:
+            log.warning(offline_base_notice())
         if stand_in and not no_push:
             _refuse_stand_in_pushes(config, plan, registries, digests or {})
         with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
+                save("registries")
                 check_registries(registries, environ)
                 login_all(registries, environ)
             if digests and (require_signature or config.pipeline.sign.require):
@@ -171,6 +201,7 @@ def release(
                     environ,
                     (digests or {}).get(image_plan.name),
                     status.builder,
+                    save,
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
@@ -179,24 +210,14 @@ def release(
                 sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
                 report.add_timing("sign", time.monotonic() - step)
             if not no_push:
-                step = time.monotonic()
-                for image_plan, digest in tested:
-                    outcome = report.image(image_plan.name)
-                    for promotion in promote(image_plan.name, digest, image_plan.tags, registries, environ):
-                        outcome.tags_moved[promotion.registry] = [
-                            f"{promotion.repository}:{tag}" for tag in promotion.tags
-                        ]
-                report.add_timing("promote", time.monotonic() - step)
+                _promote(report, tested, registries, environ, save)
         report.finish("local" if no_push else "published")
     except BaseException as error:
-        report.finish("interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
+        report.finish(_failure_status(error, report), error)
         raise
     finally:
         report.timings["total"] = time.monotonic() - started
-        if report_path is not None:
-            report.write(report_path)
-        write_github_outputs(report, environ)
-        print_release_table(report)
+        _save_final(report, report_path, environ)
     return report
 
 
@@ -236,14 +257,136 @@ def release_spec(
     )
 
 
-def engine_platforms(config: LoadedConfig, images: list[str] | None) -> tuple[str, ...]:
-    """The platforms the images of this run build: the only ones the engine must be able to build."""
-    chosen = [
-        image
-        for image in config.pipeline.images
-        if not images or image.name in images or image.name.rsplit("/", 1)[-1] in images
+def engine_platforms(plan: Plan) -> tuple[str, ...]:
+    """The platforms the engine check must find: only those this run builds (a native amd64 runner has no
+    arm64), and of those the ones provisioning gives; any other is judged by `platform_problems`."""
+    wanted = {platform for image in plan.images for platform in image.platforms}
+    return tuple(platform for platform in REQUIRED_PLATFORMS if platform in wanted)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _failure_status(error: BaseException, report: ReleaseReport) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "refused" if report.step in ("start", "engine") else "failed"
+
+
+def _saver(report: ReleaseReport, path: Path | None) -> Callable[[str], None]:
+    """`save(step)`: record the step the run is in and rewrite the report."""
+
+    def save(step: str) -> None:
+        report.step = step
+        if path is None:
+            return
+        try:
+            report.write(path)
+        except OSError as error:
+            raise ConfigError(
+                f"--report {path}: cannot write the report ({error.strerror or error}); choose a writable path"
+            ) from None
+
+    return save
+
+
+def _save_final(report: ReleaseReport, path: Path | None, environ: Mapping[str, str]) -> None:
+    """The last word: the report file, the GitHub outputs and the table, each whatever the others did."""
+    if path is not None:
+        try:
+            report.write(path)
+        except OSError as error:
+            log.error("could not write the report %s: %s", path, error.strerror or error)
+    try:
+        write_github_outputs(report, environ)
+    except OSError as error:
+        log.error("could not write the GitHub outputs: %s", error.strerror or error)
+    print_release_table(report)
+
+
+def file_problems(config: LoadedConfig, plan: Plan, digests: Mapping[str, str]) -> list[str]:
+    """Everything about the images' files that can be known without building: every problem, one line each."""
+    problems: list[str] = []
+    for image_plan in plan.images:
+        image = config.image(image_plan.name)
+        where = f"{config.path}: images[{image.name}]"
+        if image.name not in digests:
+            context, dockerfile = config.context_dir(image), config.dockerfile_path(image)
+            if not context.is_dir():
+                problems.append(f"{where}.context: folder {context} does not exist")
+            elif not dockerfile.is_file():
+                problems.append(f"{where}.dockerfile: {dockerfile} does not exist")
+        smoke = config.smoke_path(image)
+        if image.smoke is not None and (smoke is None or not smoke.is_file()):
+            problems.append(f"{where}.smoke: {smoke} does not exist")
+        elif smoke is not None:
+            try:
+                load_suite(smoke)
+            except PipelineError as error:
+                problems.append(str(error).splitlines()[0])
+    return problems
+
+
+def platform_problems(plan: Plan, engine_platforms: list[str]) -> list[str]:
+    """Every platform of every image is one the engine can build (natively or through QEMU)."""
+    if not engine_platforms:
+        return []  # the engine did not say; the build will
+    return [
+        f"images[{image.name}].platforms: {platform} cannot be built by this engine (it builds "
+        f"{', '.join(engine_platforms)}); remove it or register QEMU emulation for it"
+        for image in plan.images
+        for platform in image.platforms
+        if platform not in engine_platforms and f"{platform}/v8" not in engine_platforms
     ]
-    return tuple(dict.fromkeys(platform for image in chosen for platform in image.platforms))
+
+
+def _promote(
+    report: ReleaseReport,
+    tested: list[tuple[ImagePlan, str]],
+    registries: tuple[RegistryConfig, ...],
+    environ: Mapping[str, str],
+    save: Callable[[str], None],
+) -> None:
+    """Move every image's tags in every registry, or none; the report follows every tag as it moves."""
+    step = time.monotonic()
+    revision = None if report.version.endswith("dirty") else report.revision
+    journal = PromotionJournal()
+
+    def record() -> None:
+        for image_plan, _ in tested:
+            outcome = report.image(image_plan.name)
+            outcome.tags_moved = {
+                registry.name: [
+                    f"{registry.repository(image_plan.name)}:{tag}"
+                    for tag in journal.moved.get((image_plan.name, registry.name), [])
+                ]
+                for registry in registries
+            }
+        report.promotion = {
+            key: list(value)
+            for key, value in (
+                ("kept", journal.kept),
+                ("restored", journal.restored),
+                ("unrestored", journal.unrestored),
+            )
+            if value
+        }
+        save("promote")
+
+    journal.on_change = record
+    requests = [
+        PromotionRequest(
+            image_plan.name, digest, image_plan.tags, image_plan.floating, image_plan.version, revision
+        )
+        for image_plan, digest in tested
+    ]
+    try:
+        promote_all(requests, registries, journal, environ)
+    finally:
+        journal.on_change = None
+        record()
+        report.add_timing("promote", time.monotonic() - step)
 
 
 def _refuse_stand_in_pushes(
@@ -288,13 +431,22 @@ def _build_push_and_smoke(
     no_push: bool,
     environ: Mapping[str, str],
     existing_digest: str | None,
-    builder: str | None = None,
+    builder: str | None,
+    save: Callable[[str], None],
 ) -> str:
     """Everything before promotion for one image; returns the tested index digest."""
     image = config.image(image_plan.name)
     outcome: ImageOutcome = report.add_image(image.name)
     outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
     local_tag = f"{image.name}:{image_plan.tags[0] if image_plan.tags else 'dev'}"
+    if existing_digest is None and not no_push and not plan.dirty:
+        found = find_tested_digest(image.name, image_plan.tags, plan.revision, registries, environ)
+        if found is not None:
+            existing_digest, outcome.reused_from = found
+            print(
+                f"{image.name}: this commit's tested digest {existing_digest} is already published "
+                f"({outcome.reused_from}); reusing it instead of building a new one"
+            )
     if existing_digest is not None:
         # Native fan-out: the per-platform builds and the merge already pushed this index everywhere.
         published = adopt_pushed(image.name, existing_digest, registries, environ)
@@ -307,11 +459,14 @@ def _build_push_and_smoke(
     else:
         spec = release_spec(config, plan, image_plan, registries, stand_in=stand_in, builder=builder)
         step = time.monotonic()
+        save(f"build {image.name}")
         built = build(spec, output_dir=None if no_push else scratch, load_as=local_tag if no_push else None)
         report.add_timing("build", time.monotonic() - step)
         digest = built.index_digest
+        outcome.index_digest = digest  # recorded before the push: a failed push still says what it pushed
         if not no_push:
             step = time.monotonic()
+            save(f"push {image.name}")
             published = push_everywhere(built, registries, environ)
             report.add_timing("push", time.monotonic() - step)
     outcome.index_digest = digest
@@ -340,12 +495,21 @@ def _build_push_and_smoke(
             for platform in image_plan.platforms
         ]
     step = time.monotonic()
-    smoke_report = run_smoke(
-        targets, timeout=config.pipeline.smoke.timeout, pull=not no_push, on_progress=log.info
-    )
-    report.add_timing("smoke", time.monotonic() - step)
+    save(f"smoke {image.name}")
+    try:
+        smoke_report = run_smoke(
+            targets, timeout=config.pipeline.smoke.timeout, pull=not no_push, on_progress=log.info
+        )
+    except KeyboardInterrupt as error:
+        partial = partial_report(error)
+        if partial is not None:  # what ran before the signal stays in the report
+            outcome.smoke, outcome.smoke_passed = partial.to_json(), False
+        raise
+    finally:
+        report.add_timing("smoke", time.monotonic() - step)
     outcome.smoke = smoke_report.to_json()
     outcome.smoke_passed = smoke_report.passed
+    save(f"smoked {image.name}")
     if not smoke_report.passed:
         raise SmokeError(
             f"smoke tests of {image.name} failed ({smoke_report.summary()}); no tag was moved, the untagged "

@@ -7,6 +7,7 @@ tags moved, if any: a rerun of the same commit completes the work.
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.plan import Plan
 
@@ -29,12 +31,14 @@ class ImageOutcome:
     tags_moved: dict[str, list[str]] = field(default_factory=dict)  # registry -> full references
     smoke: dict[str, Any] | None = None
     smoke_passed: bool | None = None
+    reused_from: str | None = None  # the tag that already held this commit's tested digest (a rerun)
     signing: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry -> pipeline.sign record
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "index_digest": self.index_digest,
+            "reused_from": self.reused_from,
             "platforms": self.platform_digests,
             "registries": [
                 {
@@ -61,6 +65,10 @@ class ReleaseReport:
     failure: str | None = None
     images: list[ImageOutcome] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    step: str = "start"
+    promotion: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # kept / restored / unrestored, as sentences
 
     @classmethod
     def start(cls, plan: Plan, *, mode: str) -> ReleaseReport:
@@ -86,7 +94,12 @@ class ReleaseReport:
         self.status = status
         if error is not None:
             lines = str(error).strip().splitlines()
-            self.failure = lines[0] if lines else "".join(traceback.format_exception_only(error)).strip()
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            self.failure = (
+                lines[0] + more if lines else "".join(traceback.format_exception_only(error)).strip()
+            )
+            if isinstance(error, KeyboardInterrupt):
+                self.failure = f"{self.failure or 'interrupted'} during {self.step}"
 
     @property
     def tags(self) -> list[str]:
@@ -100,16 +113,24 @@ class ReleaseReport:
             "revision": self.revision,
             "mode": self.mode,
             "status": self.status,
+            "step": self.step,
             "failure": self.failure,
             "started_at": self.started_at,
             "images": [image.to_json() for image in self.images],
             "tags_moved": self.tags,
+            "promotion": self.promotion,
             "timings": {key: round(value, 3) for key, value in self.timings.items()},
         }
 
     def write(self, path: Path) -> None:
+        """Replace the report at once (write a sibling, then rename): a reader never sees half a report."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            partial.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def smoke_rows(outcome: ImageOutcome) -> list[tuple[str, str, str, str, str]]:
@@ -146,29 +167,44 @@ def short_digest(digest: str) -> str:
 
 def print_release_table(report: ReleaseReport, console: Console | None = None) -> None:
     console = console or wide_console()
-    table = Table(title=f"release {report.version} ({report.status})")
+    table = Table(title=Text(f"release {report.version} ({report.status})"))
     for column in ("image", "platform", "registry", "digest", "runs as", "smoke"):
         table.add_column(column, overflow="fold")
     for outcome in report.images:
         rows = smoke_rows(outcome)
         if not rows:
-            table.add_row(outcome.name, "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run")
+            table.add_row(
+                Text(outcome.name), "-", "-", short_digest(outcome.index_digest or "-"), "-", "not run"
+            )
         for registry, platform, digest, reported, result in rows:
-            table.add_row(outcome.name, platform, registry, short_digest(digest), reported, result)
+            table.add_row(
+                *(
+                    Text(cell)
+                    for cell in (outcome.name, platform, registry, short_digest(digest), reported, result)
+                )
+            )
     console.print(table)
     for outcome in report.images:
         if outcome.index_digest:
-            console.print(f"{outcome.name} index digest: {outcome.index_digest}")
+            reused = f" (reused: already tested as {outcome.reused_from})" if outcome.reused_from else ""
+            console.print(Text(f"{outcome.name} index digest: {outcome.index_digest}{reused}"))
     for outcome in report.images:
         for registry, moved in outcome.tags_moved.items():
-            console.print(
-                f"tagged {outcome.name} in {registry}: {', '.join(ref.rsplit(':', 1)[-1] for ref in moved)}"
-            )
+            if moved:
+                tags = ", ".join(ref.rsplit(":", 1)[-1] for ref in moved)
+                console.print(Text(f"tagged {outcome.name} in {registry}: {tags}"))
+    for line in report.promotion.get("kept", []):
+        console.print(Text(f"kept: {line}"))
+    for line in report.promotion.get("restored", []):
+        console.print(Text(f"rolled back: {line}"))
+    for line in report.promotion.get("unrestored", []):
+        console.print(Text.assemble(("NOT rolled back: ", "bold red"), line))
     for outcome in report.images:
         for registry, record in outcome.signing.items():
-            console.print(f"signing {outcome.name} in {registry}: {signing_line(record)}")
+            console.print(Text(f"signing {outcome.name} in {registry}: {signing_line(record)}"))
     if report.failure:
-        console.print(f"[bold red]not promoted:[/] {report.failure}")
+        # Text, never markup: an error message holding "[/x]" must print as it is, not raise MarkupError.
+        console.print(Text.assemble(("not promoted: ", "bold red"), report.failure))
 
 
 def signing_line(record: dict[str, Any]) -> str:

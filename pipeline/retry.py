@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from python_on_whales.exceptions import DockerException
 
+from pipeline.errors import ConfigError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -36,8 +38,8 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         # Tests and impatient users shorten the waits; the bound on attempts stays.
-        attempts = int(os.environ.get("PIPELINE_RETRY_ATTEMPTS", cls.attempts))
-        first = float(os.environ.get("PIPELINE_RETRY_FIRST_DELAY", cls.first_delay))
+        attempts = int(_number("PIPELINE_RETRY_ATTEMPTS", cls.attempts, int))
+        first = _number("PIPELINE_RETRY_FIRST_DELAY", cls.first_delay, float)
         return cls(attempts=max(1, attempts), first_delay=first, max_delay=max(first, cls.max_delay))
 
     def delay(self, attempt: int) -> float:
@@ -66,6 +68,22 @@ def with_retries(
             log.warning("retry %d/%d of %s in %.1fs: %s", attempt, policy.attempts - 1, what, wait, reason)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
+    """A numeric setting from the environment; a value that is no number is a one-line config error."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={text!r} is not a number; unset it or give one"
+        ) from None
+    if value < 0:
+        raise ConfigError(f"environment variable {name}={text!r} is negative; give a number >= 0")
+    return value
 
 
 # What a docker or buildx failure looks like when the registry or the network failed, not the build.

@@ -44,7 +44,8 @@ from python_on_whales.exceptions import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import ConfigError, SmokeError
+from pipeline import signals as signals_policy
+from pipeline.errors import ConfigError, Interrupted, SmokeError
 from pipeline.structure import (
     CommandTest,
     EnvVar,
@@ -355,10 +356,12 @@ def run_smoke(
     interrupted = False
     previous_term = _raise_on_sigterm()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smoke")
+    caught: KeyboardInterrupt | None = None
     try:
         _execute(run, pool, results, suites, pull, progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         interrupted = True
+        caught = error
         raise
     finally:
         run.stop.set()
@@ -372,7 +375,19 @@ def run_smoke(
             pool.shutdown(wait=True)
             run.cleanup()
         _restore_sigterm(previous_term)
+        if caught is not None:
+            # What finished before the signal stays on record (the release report keeps it).
+            setattr(caught, _PARTIAL, SmokeReport(run.run_id, results, time.monotonic() - started, True))
     return SmokeReport(run.run_id, results, time.monotonic() - started, interrupted)
+
+
+_PARTIAL = "smoke_report"
+
+
+def partial_report(error: BaseException) -> SmokeReport | None:
+    """The results an interrupted `run_smoke` had when the signal came, if it was interrupted there."""
+    report = getattr(error, _PARTIAL, None)
+    return report if isinstance(report, SmokeReport) else None
 
 
 def _execute(
@@ -481,6 +496,14 @@ def _prepare(run: _Run, result: TargetResult, suite: Suite | None, pull: bool) -
     return prepared
 
 
+_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "connection reset", "no route to host")
+
+
+def _unreachable(message: str) -> bool:
+    """The registry itself is down or unreachable (not: it answered that the image is missing)."""
+    return any(marker in message.lower() for marker in _UNREACHABLE)
+
+
 def _same_platform(actual: str, wanted: str) -> bool:
     # arm64 images often carry variant v8 that platform strings leave out.
     return actual == wanted or actual.removesuffix("/v8") == wanted.removesuffix("/v8")
@@ -504,6 +527,11 @@ def _platform_reference(client: DockerClient, target: SmokeTarget) -> str:
         manifest = client.buildx.imagetools.inspect(target.reference)
     except DockerException as error:
         message = _docker_message(error)
+        if _unreachable(message):
+            raise SmokeError(
+                f"registry {target.registry} cannot be reached for {target.reference} ({message}); "
+                "is it running?"
+            ) from None
         raise SmokeError(
             f"{target.reference} not found in registry {target.registry} ({message}); was it pushed?"
         ) from None
@@ -1164,8 +1192,11 @@ def _raise_on_sigterm() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
 
+    if signal.getsignal(signal.SIGTERM) is signals_policy.handler():
+        return None  # the CLI's signal policy already turns SIGTERM into Interrupted (exit 143)
+
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     return signal.signal(signal.SIGTERM, handler)
 

@@ -253,6 +253,8 @@ def _go_to_python(pattern: str) -> str:
                 continue
             if nxt == "Z":
                 raise re.error("invalid escape sequence \\Z (RE2 has only \\z)")
+            if nxt in "123456789" or (nxt == "k" and not in_class):
+                raise re.error(f"backreference \\{nxt} is not supported by RE2 (container-structure-test)")
             out.append("\\Z" if nxt == "z" else pattern[i : i + 2])
             i += 2
             continue
@@ -284,6 +286,7 @@ def _go_to_python(pattern: str) -> str:
                 i += 1
             continue
         if char == "(":
+            _reject_re2_unsupported_group(pattern[i:])
             flags = re.match(r"\(\?([imsU]*)(?:-([imsU]*))?([:)])", pattern[i:])
             if flags and (flags.group(1) or flags.group(2) is not None):
                 on, off, closer = flags.group(1), flags.group(2) or "", flags.group(3)
@@ -321,6 +324,24 @@ def _go_to_python(pattern: str) -> str:
         out.append(char)
         i += 1
     return "".join(out) + ")" * extra[0]
+
+
+# Perl features RE2 refuses: container-structure-test (Go's regexp) fails on them, so must we.
+_RE2_UNSUPPORTED_GROUPS = (
+    ("(?<=", "lookbehind"),
+    ("(?<!", "negative lookbehind"),
+    ("(?=", "lookahead"),
+    ("(?!", "negative lookahead"),
+    ("(?>", "atomic group"),
+    ("(?P=", "named backreference"),
+    ("(?#", "comment group"),
+)
+
+
+def _reject_re2_unsupported_group(text: str) -> None:
+    for opening, name in _RE2_UNSUPPORTED_GROUPS:
+        if text.startswith(opening):
+            raise re.error(f"{name} {opening}...) is not supported by RE2 (container-structure-test)")
 
 
 def compile_go_regex(pattern: str) -> re.Pattern[str]:

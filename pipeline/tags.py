@@ -14,7 +14,8 @@ Tag kinds, in the order they are emitted:
   channel exists; numeric first identifiers make no channel.
 - `branch` (push/local), `edge` (push/local on the default branch), `pr` (`pr-N`), `nightly` (schedule).
 - `sha`: `sha-<7 hex>`, always.
-A dirty tree gets only the non-release kinds: its content is not what the release tag names.
+A dirty tree gets only its `semver` tag: its content is neither what a release tag names nor what a commit,
+branch or PR holds, so it takes no `sha-`, branch, `edge`, `pr-N` or `nightly` tag either.
 Prefix and suffix (`-alpine` variants) apply to every computed tag, `latest` included, so that a variant
 sharing a repository never takes the plain image's `latest`; raw tags are added verbatim.
 """
@@ -149,7 +150,10 @@ def compute_tags(
             f"tags.kinds: unknown kind {sorted(unknown)[0]!r} (one of {', '.join(ALL_TAG_KINDS)})"
         )
     affix = len(config.prefix) + len(config.suffix)
-    computed = release_tags(version, releases) + context_tags(context, max(1, MAX_TAG_LENGTH - affix))
+    computed = release_tags(version, releases)
+    if not is_dirty(version):
+        # A dirty build is no commit's content: it must not take the tags that name a commit or branch.
+        computed += context_tags(context, max(1, MAX_TAG_LENGTH - affix))
     result: dict[str, None] = {}
     for kind, tag in computed:
         if kind in config.kinds:
@@ -161,6 +165,27 @@ def compute_tags(
     for raw in config.raw:
         result[_check_tag(raw, "tags.raw")] = None
     return tuple(result)
+
+
+def is_dirty(version: semver.Version) -> bool:
+    """Built from uncommitted changes (`+dirty`, `+g1a2b3c4.dirty`)."""
+    return version.build is not None and "dirty" in version.build.split(".")
+
+
+FLOATING_KINDS: tuple[TagKind, ...] = ("major_minor", "major", "latest", "channel")
+
+
+def floating_tags(
+    version: semver.Version, releases: Iterable[semver.Version], config: TagsConfig | None = None
+) -> tuple[str, ...]:
+    """The tags among `compute_tags` that move from release to release (`X.Y`, `X`, `latest`, `rc`): the
+    ones a release must never move to a lower version than the registry's."""
+    config = config if config is not None else TagsConfig()
+    return tuple(
+        f"{config.prefix}{tag}{config.suffix}"
+        for kind, tag in release_tags(version, releases)
+        if kind in FLOATING_KINDS and kind in config.kinds
+    )
 
 
 def oci_labels(

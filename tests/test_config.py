@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,63 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "linux/sparc" in result.stderr and str(path) in result.stderr
+
+
+# --- issue 17: secrets in the wrong field, hostile URLs, one problem counted once ----------------------------
+
+SECRET_LIKE = [
+    "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A",
+    "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuv",
+    "hunter2 correct horse",
+    "dckr_pat_Q2xYz1AbC3dEf4GhI5",
+    "xK9mP2qR7vT4wY8zB3nL6jH1",
+]
+
+
+@pytest.mark.parametrize("value", SECRET_LIKE, ids=range(len(SECRET_LIKE)))
+@pytest.mark.parametrize("field", ["password_env", "username_env"])
+def test_a_secret_pasted_into_an_env_field_is_refused_and_never_printed(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    other = "username_env" if field == "password_env" else "password_env"
+    text = f'[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "r.io"\n{field} = "{value}"\n{other} = "OK_NAME"\n'
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text))
+    message = str(raised.value)
+    assert value not in message and value[:8] not in message
+    assert f"registries[0].{field}: must name an environment variable" in message
+
+
+def test_ordinary_variable_names_are_still_accepted(tmp_path: Path) -> None:
+    for name in ("DOCKERHUB_TOKEN", "GHCR_PAT", "registry_password", "CI_REGISTRY_PASSWORD_2024"):
+        text = f'[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "r.io"\nusername_env = "U"\npassword_env = "{name}"\n'
+        assert load_config(write(tmp_path, text)).pipeline.registries[0].password_env == name
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("127.0.0.1:70000/x", "port 70000 is outside 1-65535"),
+        ("127.0.0.1:0", "port 0 is outside 1-65535"),
+        ("127.0.0.1:5000/../etc", "namespace part '..'"),
+        ("127.0.0.1:5000/a/./b", "namespace part '.'"),
+        ("registry..example", "is not a valid host name"),
+        ("-bad.example/x", "is not a valid host name"),
+    ],
+)
+def test_hostile_registry_urls_are_one_line(tmp_path: Path, url: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)) as raised:
+        load_config(write(tmp_path, f'[[images]]\nname = "x"\n[[registries]]\nname = "r"\nurl = "{url}"\n'))
+    assert "\n" not in str(raised.value)
+
+
+def test_one_wrong_value_is_one_problem_not_two(tmp_path: Path) -> None:
+    """`dockerfile = 5` fails `str | None` twice in pydantic's eyes, and empties `images`: still one problem."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, '[[images]]\nname = "x"\ndockerfile = 5\n'))
+    assert "more problem" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"\(and 1 more problem\)"):
+        load_config(write(tmp_path, '[[images]]\nname = "x"\ndockerfile = 5\ntarget = 6\n'))
 
 
 @pytest.mark.parametrize(

@@ -333,3 +333,26 @@ def test_source_url(tmp_path: Path, git_repo_factory: GitRepoFactory) -> None:
     assert source_url(repo.path, {}) == "https://github.com/acme/hello"
     environ = {"GITHUB_REPOSITORY": "acme/other", "GITHUB_SERVER_URL": "https://ghe.example/"}
     assert source_url(repo.path, environ) == "https://ghe.example/acme/other"
+
+
+# --- issue 17, point 11 -------------------------------------------------------------------------------------
+
+
+def test_a_tag_on_head_that_is_no_release_is_named(
+    git_repo_factory: GitRepoFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = git_repo_factory()
+    repo.tag("release-1")
+    state = read_state(repo.path)
+    assert state.head_tags == ()
+    assert any("'release-1' on HEAD is not a release tag" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_fetch_says_why_not_the_end_of_a_sentence(git_repo_factory: GitRepoFactory) -> None:
+    repo = git_repo_factory()
+    repo.git("remote", "add", "origin", str(repo.path.parent / "no-such-remote"))
+    with pytest.raises(GitError) as raised:
+        read_state(repo.path, fetch_tags=True)
+    message = str(raised.value)
+    assert "fatal:" in message and "does not appear to be a git repository" in message, message
+    assert not message.rstrip().endswith(": and the repository exists.")

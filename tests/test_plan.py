@@ -286,3 +286,54 @@ def test_plan_types() -> None:
     assert plan.to_json()["images"][0]["tags"] == image.references(registry)
     with pytest.raises(KeyError):
         plan.image("missing")
+
+
+# --- issue 17, points 4 and 5: a dirty build names no commit, and untracked context files make it dirty -------
+
+
+def test_a_dirty_build_takes_no_commit_or_branch_tag(git_repo_factory: GitRepoFactory) -> None:
+    repo, config = _project(git_repo_factory)
+    repo.tag("v1.0.0")
+    repo.commit("after the release")
+    clean = make_plan(config, environ={}).image("acme/hello").tags
+    assert any(t.startswith("sha-") for t in clean) and "main" in clean and "edge" in clean
+    repo.write("history.txt", "uncommitted\n")
+    dirty = make_plan(config, environ={}).image("acme/hello").tags
+    assert len(dirty) == 1 and dirty[0].endswith(".dirty"), dirty
+
+
+DOCKER_PROJECT = """
+[[images]]
+name = "acme/app"
+context = "app"
+"""
+
+
+def test_untracked_and_ignored_files_in_the_context_make_the_tree_dirty(
+    git_repo_factory: GitRepoFactory,
+) -> None:
+    repo = git_repo_factory()
+    repo.commit(
+        "app",
+        files={
+            "pipeline.toml": DOCKER_PROJECT,
+            "app/Dockerfile": "FROM scratch\nCOPY . /app/\n",
+            "app/.dockerignore": "*.log\n",
+            ".gitignore": "*.env\n*.log\n",
+        },
+    )
+    repo.tag("v1.0.0")
+    config = load_config(repo.path / "pipeline.toml")
+    repo.write("app/build.log", "excluded by .dockerignore: not sent\n")
+    repo.write("outside.txt", "not in the context\n")
+    assert not make_plan(config, environ={}).dirty
+    repo.write("app/local.env", "SECRET=1\n")  # git-ignored, but buildx sends it
+    plan = make_plan(config, environ={})
+    assert plan.dirty and plan.context_files == ("app/local.env",)
+    assert plan.version == "1.0.0+dirty" and "latest" not in plan.image("acme/app").tags
+    with pytest.raises(GitError, match=r"untracked or git-ignored .*app/local\.env.*\.dockerignore"):
+        make_plan(config, allow_dirty=False, environ={})
+    # What the pipeline writes itself (the release report) does not count.
+    (repo.path / "app/local.env").unlink()
+    repo.write("app/release.json", "{}\n")
+    assert not make_plan(config, environ={}, own_files=[repo.path / "app/release.json"]).dirty

@@ -11,6 +11,7 @@ a release whose smoke test fails moves no tag and says what it pushed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,9 +30,20 @@ from python_on_whales.exceptions import DockerException
 
 from pipeline.build import BuildSpec, BuiltImage, build
 from pipeline.config import RegistryConfig
-from pipeline.distribution import INDEX_TYPES, RegistryClient
-from pipeline.publish import isolated_docker_config, promote, push_everywhere
-from tests.fixtures.faultproxy import FaultPlan, ProxyFactory, list_tags
+from pipeline.distribution import INDEX_TYPES, BlobUploader, RegistryClient
+from pipeline.errors import RegistryError
+from pipeline.publish import (
+    REVISION_KEY,
+    VERSION_KEY,
+    PromotionJournal,
+    PromotionRequest,
+    isolated_docker_config,
+    promote,
+    promote_all,
+    push_everywhere,
+)
+from pipeline.registry import Credentials
+from tests.fixtures.faultproxy import FaultPlan, ProxyFactory, list_tags, write_oci_layout
 from tests.fixtures.gitrepos import run_git
 from tests.fixtures.registries import private_and_hub
 
@@ -410,3 +422,116 @@ def test_release_with_a_failing_smoke_test_moves_no_tag_and_reports_the_pushes(
     for client in target.clients():
         assert client.manifest_digest(target.repository(), image["index_digest"]) == image["index_digest"]
     assert_no_secret(target.auth_registry.password, result.stdout, result.stderr, json.dumps(report))
+
+
+# --- all-or-nothing promotion, floating tags never backwards (issue 17, points 1 and 3) ----------------------
+# Small engine-free images (an OCI layout written here) pushed to the real registries, then promoted.
+
+
+def _push_layout(target: Target, tmp: Path, version: str, revision: str = "0" * 40) -> str:
+    """A two-platform image whose index carries the OCI version/revision annotations, pushed everywhere."""
+    layout = write_oci_layout(tmp / f"layout-{version}-{secrets.token_hex(2)}")
+    blobs = layout.path / "blobs" / "sha256"
+    index = json.loads((blobs / layout.index_digest.removeprefix("sha256:")).read_bytes())
+    index["annotations"] = {VERSION_KEY: version, REVISION_KEY: revision}
+    body = json.dumps(index).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    (blobs / digest.removeprefix("sha256:")).write_bytes(body)
+    outer = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": INDEX_TYPES[0], "digest": digest, "size": len(body)}],
+    }
+    (layout.path / "index.json").write_text(json.dumps(outer))
+    for registry in target.registries:
+        client = RegistryClient(
+            registry.host,
+            Credentials(target.auth_registry.username, target.auth_registry.password)
+            if registry.username_env
+            else None,
+        )
+        BlobUploader(client, f"{target.namespace}/hello").push_layout(layout.path, digest)
+    return digest
+
+
+def _tag_map(target: Target) -> list[dict[str, str | None]]:
+    return [
+        {tag: client.manifest_digest(target.repository(), tag) for tag in client.tags(target.repository())}
+        for client in target.clients()
+    ]
+
+
+def test_a_tag_write_failing_in_the_second_registry_restores_the_first(
+    target: Target, tmp_path: Path, make_fault_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_RETRY_ATTEMPTS", "2")
+    old = _push_layout(target, tmp_path, "1.0.0")
+    promote("hello", old, ["1.0.0", "1.0", "1", "latest"], target.registries, target.environ)
+    before = _tag_map(target)
+    new = _push_layout(target, tmp_path, "1.1.0")
+    # The second registry (Docker Hub's stand-in) takes the first tags, then rejects `latest` for good.
+    hub = make_fault_proxy(
+        target.auth_registry.url,
+        FaultPlan(always=True, faults=("500",), method="PUT", path="/manifests/latest$"),
+    )
+    target.auth_host = hub.url
+    journal = PromotionJournal()
+    request = PromotionRequest("hello", new, ("1.1.0", "1.1", "1", "latest"), ("1.1", "1", "latest"), "1.1.0")
+
+    with pytest.raises(RegistryError):
+        promote_all([request], target.registries, journal, target.environ)
+
+    assert hub.injected_total >= 2, "the write of latest really failed"
+    assert _tag_map(target) == before, "every registry is back where it was: old tags restored, new ones gone"
+    assert journal.moved == {("hello", "private"): [], ("hello", "dockerhub"): []}
+    assert not journal.unrestored, journal.unrestored
+    assert any("removed new tag 1.1.0" in line for line in journal.restored), journal.restored
+    assert any(f"latest back on {old}" in line for line in journal.restored), journal.restored
+
+
+def test_floating_tags_never_move_to_a_lower_version_than_the_registry_holds(
+    target: Target, tmp_path: Path
+) -> None:
+    newer = _push_layout(target, tmp_path, "2.0.0")
+    promote("hello", newer, ["2.0.0", "2.0", "2", "latest"], target.registries, target.environ)
+    # A 1.x backport (or an older CI run finishing last) whose clone never saw 2.0.0: it believes it is latest.
+    older = _push_layout(target, tmp_path, "1.9.4")
+    journal = PromotionJournal()
+    request = PromotionRequest(
+        "hello", older, ("1.9.4", "1.9", "1", "latest"), ("1.9", "1", "latest"), "1.9.4"
+    )
+
+    promote_all([request], target.registries, journal, target.environ)
+
+    for tags in _tag_map(target):
+        assert tags["latest"] == tags["2"] == tags["2.0.0"] == newer
+        assert tags["1.9.4"] == tags["1.9"] == tags["1"] == older, "tags that were not higher did move"
+    assert journal.moved[("hello", "private")] == ["1.9.4", "1.9", "1"]
+    assert len(journal.kept) == 2 and all("stays on 2.0.0" in note for note in journal.kept), journal.kept
+
+
+def test_two_runs_of_one_commit_agree_on_the_first_tested_digest(target: Target, tmp_path: Path) -> None:
+    """Concurrent runs of one commit build two digests (provenance times differ): the first to promote wins
+    and the second leaves the tags there, so that both runs report the same release."""
+    revision = "1" * 40
+    first = _push_layout(target, tmp_path, "1.2.3", revision)
+    second = _push_layout(target, tmp_path, "1.2.3", revision)
+    tags = ("1.2.3", "1.2", "1", "latest", "sha-1111111")
+    promote_all(
+        [PromotionRequest("hello", first, tags, ("1.2", "1", "latest"), "1.2.3", revision)],
+        target.registries,
+        PromotionJournal(),
+        target.environ,
+    )
+    journal = PromotionJournal()
+
+    promote_all(
+        [PromotionRequest("hello", second, tags, ("1.2", "1", "latest"), "1.2.3", revision)],
+        target.registries,
+        journal,
+        target.environ,
+    )
+
+    for found in _tag_map(target):
+        assert set(found.values()) == {first}
+    assert journal.moved == {}
+    assert len(journal.kept) == 2 * len(tags) and all("same commit" in note for note in journal.kept)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
+from pipeline.signals import descendants
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory
 from tests.fixtures.registries import TestRegistry
 
@@ -146,23 +151,27 @@ def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries
 
 
 @pytest.mark.engine
-def test_rerun_of_the_same_commit_gives_the_same_image_digests(
+def test_rerun_of_the_same_commit_reuses_its_tested_digest(
     tmp_path: Path, base_image: str, open_registry: TestRegistry
 ) -> None:
-    """SOURCE_DATE_EPOCH from the commit and rewritten layer times: a rerun republishes the same images.
-
-    The index digest itself differs while provenance attestations (which record build times) are on.
-    """
+    """Point 8: a rerun tags the digest the first run tested, and says so, instead of tagging a rebuild (whose
+    index digest differs while provenance attestations record build times)."""
     project = make_project(
         tmp_path, base_image, f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/rerun"\n'
     )
-    platform_digests = []
+    reports, outputs = [], []
     for _ in range(2):
         result = run_pipeline(project, "release")
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        platform_digests.append(json.loads((project / "release.json").read_text())["images"][0]["platforms"])
-    assert platform_digests[0] == platform_digests[1]
-    assert set(platform_digests[0]) == {"linux/amd64", "linux/arm64"}
+        reports.append(_report(project)["images"][0])
+        outputs.append(result.stdout + result.stderr)
+    assert reports[0]["index_digest"] == reports[1]["index_digest"]
+    assert reports[0]["platforms"] == reports[1]["platforms"]
+    assert set(reports[0]["platforms"]) == {"linux/amd64", "linux/arm64"}
+    assert reports[0]["reused_from"] is None and reports[1]["reused_from"] == "private:1.2.3"
+    assert "reusing it instead of building" in outputs[1] and "building acme/hello" not in outputs[1]
+    client = RegistryClient(open_registry.url)
+    assert client.manifest_digest(f"rerun/{IMAGE}", "latest") == reports[0]["index_digest"]
 
 
 @pytest.mark.engine
@@ -192,8 +201,14 @@ def test_missing_dockerfile_is_one_line(tmp_path: Path) -> None:
     git(project, "init", "-q")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "x")
+    # The dry run says what a release would refuse, not "would build" (issue 17, point 10).
     result = run_pipeline(project, "release", "--dry-run")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and "would build" not in result.stdout, result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "images[x].dockerfile" in line and "does not exist" in line
+    result = run_pipeline(project, "release")
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    assert json.loads((project / "release.json").read_text())["status"] == "refused"
     result = run_pipeline(project, "build", "x", "--load")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -348,4 +363,188 @@ def test_release_against_a_registry_that_breaks_for_good_moves_no_tag(
     assert [
         t for t in RegistryClient(open_registry.url).tags(f"broken/{IMAGE}") if not t.startswith("buildcache")
     ] == []
-    assert json.loads((project / "release.json").read_text())["status"] == "failed"
+    report = json.loads((project / "release.json").read_text())
+    assert report["status"] == "failed" and report["step"].startswith("push")
+    # Issue 17, point 7: a push that failed halfway still says which digest it was pushing.
+    assert report["images"][0]["index_digest"].startswith("sha256:")
+
+
+# --- issue 17: the hostile user's findings, end to end ---------------------------------------------------------
+
+
+def _private(registry: TestRegistry, namespace: str) -> str:
+    return f'[[registries]]\nname = "private"\nurl = "{registry.url}/{namespace}"\n'
+
+
+def _report(project: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((project / "release.json").read_text())
+    return report
+
+
+def _errors(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.engine
+def test_refusals_write_the_report_and_come_before_any_work(
+    tmp_path: Path, open_registry: TestRegistry
+) -> None:
+    """Points 5, 7, 10 and 12: every refusal is one line, before the engine is touched, with a report."""
+    project = make_project(tmp_path, "alpine:3.20", _private(open_registry, "refusals"))
+    # A git-ignored file inside the context: buildx would send it, so the tree is not clean.
+    (project / ".gitignore").write_text("*.env\n")
+    (project / "hello" / ".dockerignore").write_text("smoke.yaml\n")  # sends everything else: `COPY . /app/`
+    git(project, "add", ".gitignore", "hello/.dockerignore")
+    git(project, "commit", "-q", "-m", "ignore env files")
+    git(project, "tag", "-f", "v1.2.3")
+    (project / "hello" / "local.env").write_text("TOKEN=oops\n")
+    result = run_pipeline(project, "release")
+    (line,) = _errors(result)
+    assert result.returncode == 1 and "hello/local.env" in line and ".dockerignore" in line, line
+    report = _report(project)
+    assert (report["status"], report["step"], report["version"]) == ("refused", "start", "1.2.3+dirty")
+    (project / "hello" / "local.env").unlink()
+
+    # An unwritable report path is found before any work, not after the tags moved.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_pipeline(project, "release", "--report", str(blocker / "release.json"))
+    (line,) = _errors(result)
+    assert result.returncode == 2 and "--report" in line and "building" not in result.stderr, result.stderr
+
+    # Several preflight problems: all named, one line each, nothing built.
+    toml = (project / "pipeline.toml").read_text()
+    (project / "hello" / "smoke.yaml").write_text(
+        "schemaVersion: 2.0.0\ncommandTests:\n  - name: x\n    command: sh\n    expectedOutput: ['(?<=a)b']\n"
+    )
+    (project / "pipeline.toml").write_text(
+        toml.replace('context = "hello"', 'context = "hello"\nplatforms = ["linux/amd64", "linux/s390x"]')
+    )
+    git(project, "commit", "-qam", "s390x")
+    result = run_pipeline(project, "release")
+    lines = _errors(result)
+    assert result.returncode == 2 and len(lines) == 2, result.stderr
+    assert "lookbehind" in lines[0] and "linux/s390x cannot be built by this engine" in lines[1], lines
+    assert _report(project)["status"] == "refused"
+
+    # A token pasted where the variable's name goes: refused, and printed nowhere.
+    token = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
+    (project / "pipeline.toml").write_text(toml + f'username_env = "U"\npassword_env = "{token}"\n')
+    result = run_pipeline(project, "release", env={"PIPELINE_RETRY_ATTEMPTS": "abc"})
+    (line,) = _errors(result)
+    assert token not in result.stdout + result.stderr + (project / "release.json").read_text()
+    assert "password_env: must name an environment variable" in line
+    git(project, "checkout", "-q", "HEAD~1", "--", ".")
+    git(project, "commit", "-qam", "back to amd64 and arm64")
+    result = run_pipeline(
+        project, "release", "--digest", f"{IMAGE}=sha256:{'0' * 64}", env={"PIPELINE_RETRY_ATTEMPTS": "abc"}
+    )
+    (line,) = _errors(result)
+    assert "PIPELINE_RETRY_ATTEMPTS='abc' is not a number" in line, line
+
+
+@pytest.mark.engine
+def test_a_digest_no_registry_holds_is_named_not_none(tmp_path: Path, open_registry: TestRegistry) -> None:
+    project = make_project(tmp_path, "alpine:3.20", _private(open_registry, "nodigest"))
+    digest = f"sha256:{'a' * 64}"
+    result = run_pipeline(project, "release", "--digest", f"{IMAGE}={digest}")
+    (line,) = _errors(result)
+    assert "does not hold acme/hello@" + digest in line and "None" not in line, line
+    report = _report(project)
+    assert report["status"] == "failed" and report["failure"] in line
+
+
+def _wait_for_step(project: Path, prefix: str, process: subprocess.Popen[str], limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((project / "release.json").read_text())["step"].startswith(prefix):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the release never reached {prefix}")
+
+
+def _start_release(project: Path, scratch: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    scratch.mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--config", str(project / "pipeline.toml"), "release"],
+        cwd=project,
+        env={**os.environ, "TMPDIR": str(scratch), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.engine
+def test_sigterm_during_the_build_stops_buildx_cleans_up_and_exits_143(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    """Point 2: CI's cancel (SIGTERM) outside the smoke phase."""
+    project = make_project(tmp_path, base_image, _private(open_registry, "sigterm"))
+    dockerfile = project / "hello" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + f"RUN sleep 60 # {time.time()}\n")
+    git(project, "commit", "-qam", "slow build")
+    git(project, "tag", "-f", "v1.2.3")
+    scratch = tmp_path / "tmp"
+    process = _start_release(project, scratch)
+    _wait_for_step(project, "build", process)
+    time.sleep(3)  # buildx is running and exporting into the scratch folder
+    children = descendants(process.pid)
+    assert children, "buildx runs as a child"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    report = _report(project)
+    assert report["status"] == "interrupted" and "build" in report["failure"], report
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a child outlived the run"
+    left = [p.name for p in scratch.iterdir() if p.name.startswith(("pipeline-", "tmp"))]
+    assert left == [], f"throwaway docker config or layout left behind: {left}"
+
+
+@pytest.mark.engine
+def test_sigterm_during_smoke_keeps_its_results_and_exits_143(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    """Point 14: an interrupted smoke run keeps what it found; SIGTERM is 143, not 130."""
+    slow = "schemaVersion: 2.0.0\ncommandTests:\n  - name: slow\n    command: sleep\n    args: ['60']\n"
+    project = make_project(tmp_path, base_image, _private(open_registry, "sigterm-smoke"), smoke=slow)
+    process = _start_release(project, tmp_path / "tmp")
+    _wait_for_step(project, "smoke", process)
+    time.sleep(4)  # containers are up
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 143, stderr[-3000:]
+    report = _report(project)
+    image = report["images"][0]
+    assert report["status"] == "interrupted" and image["smoke_passed"] is False
+    assert {t["platform"] for t in image["smoke"]["targets"]} == {"linux/amd64", "linux/arm64"}
+    assert image["smoke"]["interrupted"] is True
+    assert image["index_digest"] and report["tags_moved"] == []
+    client = RegistryClient(open_registry.url)
+    assert [t for t in client.tags(f"sigterm-smoke/{IMAGE}") if not t.startswith("buildcache")] == []
+
+
+@pytest.mark.engine
+def test_a_build_failure_reaches_the_report_and_the_job_summary(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry
+) -> None:
+    """Point 9 (the cause itself is #11's buildx tail): whatever the build said reaches release.json and the
+    GitHub job summary, not only the terminal."""
+    project = make_project(tmp_path, base_image, _private(open_registry, "buildfail"))
+    dockerfile = project / "hello" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN exit 42\n")
+    git(project, "commit", "-qam", "broken build")
+    git(project, "tag", "-f", "v1.2.3")
+    summary = tmp_path / "summary.md"
+    result = run_pipeline(project, "release", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    (line,) = _errors(result)
+    report = _report(project)
+    assert report["status"] == "failed" and report["step"] == "build acme/hello"
+    assert report["failure"] and report["failure"] in line and "build of acme/hello" in report["failure"]
+    assert report["failure"] in summary.read_text()

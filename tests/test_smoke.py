@@ -410,6 +410,18 @@ def test_missing_image_and_missing_platform_say_which(
     assert "not found in registry local" in image_error and "smoke/nothing" in image_error
 
 
+def test_a_registry_that_is_down_is_not_asked_whether_it_was_pushed(docker_engine: DockerClient) -> None:
+    """Issue 17, point 11: a refused connection is a registry that is down, not an image never pushed."""
+    from pipeline.registry import free_port
+
+    down = SmokeTarget("smoke/x", "gone", f"127.0.0.1:{free_port()}/smoke/x:1", "linux/amd64", None)
+    report = run_smoke([down], timeout=60)
+
+    (result,) = report.targets
+    assert result.error is not None and "registry gone cannot be reached" in result.error, result.error
+    assert "was it pushed" not in result.error
+
+
 def test_a_hanging_check_is_killed_at_its_bound(
     sample: SampleImage, docker_engine: DockerClient, tmp_path: Path
 ) -> None:
