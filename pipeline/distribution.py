@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -842,8 +842,11 @@ class BlobUploader:
         )
         walk(index_digest, media_type)
         order = sorted(layer_sizes, key=lambda digest: -layer_sizes[digest])
-        with ThreadPoolExecutor(max_workers=parallel_uploads(), thread_name_prefix="upload") as pool:
-            sent = dict(zip(order, pool.map(lambda d: self.upload_blob(d, blob_path(d)), order), strict=True))
+        # One request alone first: a registry that is down, or refuses the credentials, fails here once (with
+        # its retries, or none for a 401), not once per parallel upload.
+        present = {order[0]} if order and self.blob_exists(order[0]) else set()
+        sent = self._upload_in_parallel([d for d in order if d not in present], blob_path)
+        sent |= dict.fromkeys(present, False)
         stats.blobs_sent = sum(sent.values())
         stats.blobs_present = len(sent) - stats.blobs_sent
         stats.bytes_sent = sum(size for digest, size in layer_sizes.items() if sent[digest])
@@ -854,6 +857,17 @@ class BlobUploader:
                 raise RegistryError(f"{self.client.name}: {self.repository}@{digest} stored as {stored}")
             stats.manifests += 1
         return stats
+
+    def _upload_in_parallel(self, digests: list[str], blob_path: Callable[[str], Path]) -> dict[str, bool]:
+        """Upload `digests` a bounded number at a time; the first failure cancels what has not started."""
+        with ThreadPoolExecutor(max_workers=parallel_uploads(), thread_name_prefix="upload") as pool:
+            futures = {pool.submit(self.upload_blob, d, blob_path(d)): d for d in digests}
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            for future in done:
+                future.result()  # the first failure is raised here, after the rest were cancelled
+            return {futures[future]: future.result() for future in futures}
 
 
 @dataclass
