@@ -820,7 +820,7 @@ def test_reusable_workflow_jobs_on_hosted_runners(
         github=github_variables(hosted_runner, repo, workspace),
         inputs={
             "lint": "false",
-            "registries": f'[[registries]]\nname = "hub"\nurl = "{auth_registry.url}/{user}"\n',
+            "registries": f'[[registries]]\nname = "hub"\nurl = "{auth_registry.url}/{user}/fanout"\n',
             "labels": "com.example.team=imaging",
         },
         secrets={
@@ -849,12 +849,12 @@ def test_reusable_workflow_jobs_on_hosted_runners(
     assert password in masks and user not in masks
     kept = outputs_github_keeps(outputs, masks)
     assert kept["version"] == "1.2.3"
-    assert f"{auth_registry.url}/{user}/{IMAGE}:latest" in kept["tags"].splitlines()
+    assert f"{auth_registry.url}/{user}/fanout/{IMAGE}:latest" in kept["tags"].splitlines()
     assert "com.example.team=imaging" in kept["labels"].splitlines()
     hub = RegistryClient(auth_registry.url, Credentials(user, password))
     digest = kept["digest"]
-    assert hub.manifest_digest(f"{user}/{IMAGE}", "1.2.3") == digest
-    assert set(hub.platform_digests(f"{user}/{IMAGE}", digest)) == {"linux/amd64", "linux/arm64"}
+    assert hub.manifest_digest(f"{user}/fanout/{IMAGE}", "1.2.3") == digest
+    assert set(hub.platform_digests(f"{user}/fanout/{IMAGE}", digest)) == {"linux/amd64", "linux/arm64"}
     assert json.loads(kept["json"])["status"] == "published"
 
 
