@@ -159,8 +159,12 @@ def test_no_key_or_a_wrong_password_fails_in_one_line_before_the_build(
     key, password, _ = key_pair
     project = tmp_path / "project"
     project.mkdir()
+    # A Dockerfile whose build would fail (its COPY source is missing): the preflight checks that the context
+    # and the Dockerfile exist, so only reaching the build itself could print "missing-source".
+    (project / "app").mkdir()
+    (project / "app" / "Dockerfile").write_text("FROM scratch\nCOPY missing-source /\n")
     (project / "pipeline.toml").write_text(
-        f'[[images]]\nname = "acme/app"\ncontext = "missing-context"\n\n'
+        f'[[images]]\nname = "acme/app"\ncontext = "app"\n\n'
         f'[[registries]]\nname = "r"\nurl = "{open_registry.url}/sign-preflight"\n\n'
         f'[sign]\nmethod = "key"\nkey_env = "{KEY_ENV}"\npassword_env = "{PASSWORD_ENV}"\n'
     )
@@ -188,8 +192,8 @@ def test_no_key_or_a_wrong_password_fails_in_one_line_before_the_build(
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert "Traceback" not in result.stderr and "building" not in result.stderr
         assert expected in line and "[sign]" in line
-        # Before the build: the missing context would fail there otherwise.
-        assert "missing-context" not in result.stderr
+        # Before the build: the missing COPY source would fail there otherwise.
+        assert "missing-source" not in result.stderr
         report = project / "release.json"
         if report.exists():  # the wrong password is found while the registries are checked, before the build
             assert json.loads(report.read_text())["images"] == []
