@@ -10,6 +10,10 @@ from pathlib import Path
 from pipeline.config import RegistryConfig
 from pipeline.report import ReleaseReport, signing_line, smoke_rows
 
+# The config the action derives from its inputs, next to the project's own: the pipeline's file, not the
+# project's, so it never makes a build context dirty.
+DERIVED_CONFIG_NAME = ".pipeline-action.toml"
+
 
 def on_actions(environ: Mapping[str, str]) -> bool:
     return environ.get("GITHUB_ACTIONS") == "true"

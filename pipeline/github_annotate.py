@@ -34,10 +34,9 @@ import yaml
 
 from pipeline.config import SUPPORTED_PLATFORMS, LoadedConfig, find_config, load_config
 from pipeline.errors import ConfigError
-from pipeline.github import annotation
+from pipeline.github import DERIVED_CONFIG_NAME, annotation
 from pipeline.process import run_streaming
 
-DERIVED_CONFIG_NAME = ".pipeline-action.toml"
 # Native GitHub-hosted runners per platform; anything else builds under QEMU on the amd64 runner.
 NATIVE_RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
 DEFAULT_RUNNER = "ubuntu-24.04"

@@ -32,7 +32,7 @@ from pipeline.engine import (
     stand_in_refusal,
 )
 from pipeline.errors import ConfigError, PipelineError, PreflightError, SmokeError
-from pipeline.github import mask_secrets, write_github_outputs
+from pipeline.github import DERIVED_CONFIG_NAME, mask_secrets, write_github_outputs
 from pipeline.plan import ImagePlan, Plan, make_plan, require_clean
 from pipeline.publish import (
     PromotionJournal,
@@ -148,7 +148,7 @@ def release(
                 allow_dirty=True,
                 fetch_tags=fetch_tags,
                 environ=environ,
-                own_files=[report_path] if report_path is not None else [],
+                own_files=_own_files(config, report_path),
             ),
             images,
         )
@@ -408,6 +408,12 @@ def _refuse_stand_in_pushes(
         )
         if refusal is not None:
             raise PipelineError(refusal)
+
+
+def _own_files(config: LoadedConfig, report_path: Path | None) -> list[Path]:
+    """Files the pipeline itself writes in the checkout: they never make a build context dirty."""
+    own = [report_path] if report_path is not None else []
+    return own + ([config.path] if config.path.name == DERIVED_CONFIG_NAME else [])
 
 
 def _only(plan: Plan, images: list[str] | None) -> Plan:

@@ -19,6 +19,7 @@ from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
 from pipeline.signals import descendants
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory
+from tests.fixtures.gitrepos import GitRepoFactory
 from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -548,3 +549,29 @@ def test_a_build_failure_reaches_the_report_and_the_job_summary(
     assert report["status"] == "failed" and report["step"] == "build acme/hello"
     assert report["failure"] and report["failure"] in line and "build of acme/hello" in report["failure"]
     assert report["failure"] in summary.read_text()
+
+
+def test_the_actions_derived_config_does_not_make_a_root_context_dirty(
+    git_repo_factory: GitRepoFactory,
+) -> None:
+    # The action writes its derived config next to the project's own; with the repository root as the build
+    # context, that untracked file must not turn every action release into a dirty one.
+    from pipeline.config import load_config
+    from pipeline.github import DERIVED_CONFIG_NAME
+    from pipeline.plan import make_plan
+    from pipeline.release import _own_files
+
+    project = '[[images]]\nname = "acme/app"\ncontext = "."\n'
+    repo = git_repo_factory()
+    repo.commit("app", files={"pipeline.toml": project, "Dockerfile": "FROM scratch\nCOPY . /app/\n"})
+    repo.tag("v1.0.0")
+    repo.write(DERIVED_CONFIG_NAME, project)
+    derived = load_config(repo.path / DERIVED_CONFIG_NAME)
+    assert not make_plan(derived, environ={}, own_files=_own_files(derived, None)).dirty
+    # Any other untracked file still counts, and so does the derived name when it is not the config in use.
+    repo.write("stray.txt", "x\n")
+    plan = make_plan(derived, environ={}, own_files=_own_files(derived, None))
+    assert plan.dirty and plan.context_files == ("stray.txt",)
+    (repo.path / "stray.txt").unlink()
+    own = load_config(repo.path / "pipeline.toml")
+    assert make_plan(own, environ={}, own_files=_own_files(own, None)).context_files == (DERIVED_CONFIG_NAME,)
