@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from pipeline.process import pid_exists
+
 HELPER_NAME = "pipeline"
 # Set in the environment of one run: {server: [username variable, password variable]} (names, not values).
 VARIABLES_ENV = "PIPELINE_CREDENTIAL_VARIABLES"
@@ -85,16 +87,6 @@ _PREFIX = "pipeline-docker-config-"
 _UNMARKED_STALE_SECONDS = 86400.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_configs(parent: Path | None = None, now: float | None = None) -> list[Path]:
     """Remove throwaway configs left by runs that were killed (SIGKILL leaves the folder, never a secret in
     ours; older versions' could hold a login). A config whose run is still alive is left alone."""
@@ -106,7 +98,7 @@ def remove_stale_configs(parent: Path | None = None, now: float | None = None) -
                 continue
             marker = directory / _MARKER
             if marker.is_file():
-                stale = not _pid_alive(int(marker.read_text().strip() or "0"))
+                stale = not pid_exists(int(marker.read_text().strip() or "0"))
             else:
                 stale = now - directory.stat().st_mtime > _UNMARKED_STALE_SECONDS
         except (OSError, ValueError):

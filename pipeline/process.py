@@ -9,6 +9,7 @@ large; concatenating it would cost memory and quadratic time).
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -81,3 +82,14 @@ def run_streaming(
         process.wait()
         raise
     return Finished(returncode, list(tails[0]), list(tails[1]))
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this id exists, ours or not (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

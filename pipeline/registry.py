@@ -27,6 +27,7 @@ import bcrypt
 
 from pipeline.config import LoadedConfig, RegistryConfig, load_config
 from pipeline.errors import ConfigError, RegistryError
+from pipeline.process import pid_exists
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +242,7 @@ def _alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass  # not our child (a detached server from an earlier run): ask the kernel instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_exists(pid)
 
 
 def _last_line(error: Exception) -> str:

@@ -118,17 +118,21 @@ def release(
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     mask_secrets(config.pipeline.registries, environ)
-    if dry:
-        plan = _only(
-            make_plan(
-                config,
-                registries=planned_registries(config),
-                allow_dirty=True,
-                fetch_tags=fetch_tags,
-                environ=environ,
-            ),
-            images,
+
+    def planned() -> Plan:
+        # Dirtiness is judged here and refused later (require_clean), after the report exists.
+        plan = make_plan(
+            config,
+            registries=planned_registries(config),
+            allow_dirty=True,
+            fetch_tags=fetch_tags,
+            environ=environ,
+            own_files=_own_files(config, report_path),
         )
+        return _only(plan, images)
+
+    if dry:
+        plan = planned()
         if plan.dirty and not allow_dirty:
             print(
                 f"note: the tree has uncommitted changes ({plan.version}): a release would refuse without --allow-dirty"
@@ -141,17 +145,7 @@ def release(
         return report
     mode = "local" if no_push else "publish"
     try:
-        plan = _only(
-            make_plan(
-                config,
-                registries=planned_registries(config),
-                allow_dirty=True,
-                fetch_tags=fetch_tags,
-                environ=environ,
-                own_files=_own_files(config, report_path),
-            ),
-            images,
-        )
+        plan = planned()
     except PipelineError as error:
         report = ReleaseReport(version="", revision="", mode=mode, started_at=_now())
         report.finish("refused", error)
