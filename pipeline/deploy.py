@@ -43,7 +43,7 @@ from pipeline.config import (
 )
 from pipeline.dockerconfig import isolated_docker_config
 from pipeline.errors import ConfigError, DeployError, RegistryError
-from pipeline.publish import _repository_path, login_all, registry_client
+from pipeline.publish import login_all, registry_client, repository_path
 from pipeline.registry import planned_registries
 from pipeline.report import short_digest, wide_console
 
@@ -75,7 +75,7 @@ class Target:
     @property
     def repository(self) -> str:
         """The repository path inside the registry (what its API wants)."""
-        return _repository_path(self.registry, self.image.name)
+        return repository_path(self.registry, self.image.name)
 
     @property
     def reference(self) -> str:
@@ -758,9 +758,9 @@ def _run(args: argparse.Namespace) -> int:
     words: list[str] = list(args.environment)
     if words[:1] == ["status"]:
         return print_status(docker, config, words[1:])
-    from pipeline.release import _parse_digests  # the same IMAGE=sha256:... syntax as `pipeline release`
+    from pipeline.release import parse_digests  # the same IMAGE=sha256:... syntax as `pipeline release`
 
-    targets = resolve_targets(config, words, _parse_digests(config, args.digest or []), args.report)
+    targets = resolve_targets(config, words, parse_digests(config, args.digest or []), args.report)
     for target in targets:  # every environment's checks before the first one changes
         preflight(docker, target)
     if args.dry_run:

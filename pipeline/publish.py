@@ -136,7 +136,7 @@ def push_everywhere(
     def push_one(registry: RegistryConfig) -> RegistryPush:
         started = time.monotonic()
         client = registry_client(registry, environ)
-        repository = _repository_path(registry, built.image)
+        repository = repository_path(registry, built.image)
         log.info("pushing %s by digest to %s (%s)", built.image, registry.name, registry.host)
         stats = BlobUploader(client, repository).push_layout(layout, built.index_digest)
         seconds = time.monotonic() - started
@@ -178,7 +178,7 @@ def _verified(
     verify_same_digest(published, registries, environ)
     first = registries[0]
     published.platform_digests = registry_client(first, environ).platform_digests(
-        _repository_path(first, published.image), published.index_digest
+        repository_path(first, published.image), published.index_digest
     )
     return published
 
@@ -189,7 +189,7 @@ def verify_same_digest(
     """Every registry must resolve the image to the one index digest that was built."""
     for registry in registries:
         found = registry_client(registry, environ).manifest_digest(
-            _repository_path(registry, published.image), published.index_digest
+            repository_path(registry, published.image), published.index_digest
         )
         if found is None:
             raise RegistryError(
@@ -203,7 +203,7 @@ def verify_same_digest(
             )
 
 
-def _repository_path(registry: RegistryConfig, image: str) -> str:
+def repository_path(registry: RegistryConfig, image: str) -> str:
     """The repository as the registry API names it (no host; Docker Hub's official images under library/)."""
     path = f"{registry.namespace}/{image}" if registry.namespace else image
     if docker_host(registry) == "docker.io" and "/" not in path:
@@ -333,7 +333,7 @@ def _planned_writes(
     for registry in registries:
         client = registry_client(registry, environ)
         for request in requests:
-            repository = _repository_path(registry, request.image)
+            repository = repository_path(registry, request.image)
             manifest = client.get_manifest(repository, request.digest)
             if manifest.digest != request.digest:
                 raise RegistryError(
@@ -445,7 +445,7 @@ def find_tested_digest(
         return None
     first = registries[0]
     client = registry_client(first, environ)
-    repository = _repository_path(first, image)
+    repository = repository_path(first, image)
     for tag in tags:
         current = _current(client, repository, tag)
         if current is None or image_metadata(client, repository, current).get(REVISION_KEY) != revision:
@@ -453,7 +453,7 @@ def find_tested_digest(
         for registry in registries[1:]:
             if (
                 registry_client(registry, environ).manifest_digest(
-                    _repository_path(registry, image), current.digest
+                    repository_path(registry, image), current.digest
                 )
                 != current.digest
             ):
@@ -565,7 +565,7 @@ def merge_platform_digests(
     """Join single-platform manifests (pushed by digest) into one OCI index, pushed by digest everywhere."""
     first = registries[0]
     client = registry_client(first, environ)
-    repository = _repository_path(first, image)
+    repository = repository_path(first, image)
     descriptors: list[dict[str, object]] = []
     for digest in platform_digests:
         manifest = client.get_manifest(repository, digest)
@@ -597,7 +597,7 @@ def merge_platform_digests(
     )
     for registry in registries:
         other = registry_client(registry, environ)
-        other_repository = _repository_path(registry, image)
+        other_repository = repository_path(registry, image)
         for descriptor in descriptors:
             if other.manifest_digest(other_repository, str(descriptor["digest"])) is None:
                 raise RegistryError(

@@ -528,7 +528,7 @@ def _run(args: argparse.Namespace) -> int:
         no_push=args.no_push,
         dry=args.dry_run,
         report_path=None if args.dry_run else args.report,
-        digests=_parse_digests(config, args.digest or []),
+        digests=parse_digests(config, args.digest or []),
         require_signature=args.require_signature,
     )
     if args.json:
@@ -536,7 +536,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_digests(config: LoadedConfig, values: list[str]) -> dict[str, str]:
+def parse_digests(config: LoadedConfig, values: list[str]) -> dict[str, str]:
     digests: dict[str, str] = {}
     for value in values:
         name, _, digest = value.partition("=")

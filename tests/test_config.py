@@ -200,17 +200,17 @@ def test_docker_hub_takes_two_level_names_only_refused_at_load(
 def test_docker_hub_namespace_of_two_levels_is_refused_and_official_images_go_under_library(
     tmp_path: Path,
 ) -> None:
-    from pipeline.publish import _repository_path
+    from pipeline.publish import repository_path
 
     path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io/a/b"\n')
     with pytest.raises(ConfigError, match=r"registries\[0\]\.url: 'docker\.io/a/b': Docker Hub names"):
         load_config(path)
     path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io"\n')
     (registry,) = load_config(path).pipeline.registries
-    assert _repository_path(registry, "app") == "library/app"
+    assert repository_path(registry, "app") == "library/app"
     path = write(tmp_path, '[[images]]\nname = "app"\n[[registries]]\nname = "hub"\nurl = "docker.io/acme"\n')
     (registry,) = load_config(path).pipeline.registries
-    assert _repository_path(registry, "app") == "acme/app"
+    assert repository_path(registry, "app") == "acme/app"
 
 
 def test_ca_file_resolves_against_the_config_folder_and_must_exist(tmp_path: Path) -> None:
