@@ -337,3 +337,26 @@ def test_untracked_and_ignored_files_in_the_context_make_the_tree_dirty(
     (repo.path / "app/local.env").unlink()
     repo.write("app/release.json", "{}\n")
     assert not make_plan(config, environ={}, own_files=[repo.path / "app/release.json"]).dirty
+
+
+def test_the_repositorys_examples_expect_the_labels_their_plan_gives_them() -> None:
+    # The quick start's release smoke-tests the examples against labels derived from their names; a rename in
+    # pipeline.toml that their smoke files did not follow failed the gate (and only the quick start saw it).
+    from pipeline.structure import load_suite
+
+    repo_root = Path(__file__).resolve().parents[1]
+    config = load_config(repo_root / "pipeline.toml")
+    plan = make_plan(config, environ={})
+    checked = 0
+    for image in config.pipeline.images:
+        smoke = config.smoke_path(image)
+        suite = load_suite(smoke) if smoke is not None else None
+        if suite is None or suite.metadata_test is None:
+            continue
+        planned = plan.image(image.name).labels
+        for label in suite.metadata_test.labels:
+            computed = label.key.rsplit(".", 1)[-1] in ("version", "revision", "created")
+            if label.key.startswith("org.opencontainers.image.") and not label.is_regex and not computed:
+                assert planned.get(label.key) == label.value, f"{smoke}: {label.key}"
+                checked += 1
+    assert checked >= 1
