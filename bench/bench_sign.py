@@ -9,16 +9,14 @@ signs the index digest and attests its smoke results in both registries with a k
 
 from __future__ import annotations
 
-import os
 import secrets
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 from bench.bench_release import Bench, alternate
 from pipeline.engine import ensure_engine
-from pipeline.sign import ensure_cosign
+from tests.fixtures.cosign import generate_key_pair
 
 TARGET = 1.15
 # More rounds than the release bench: the effect (a second or so) is smaller than a loaded machine's noise.
@@ -28,14 +26,8 @@ KEY_ENV, PASSWORD_ENV = "BENCH_COSIGN_KEY", "BENCH_COSIGN_PASSWORD"
 
 def _key_pair(directory: Path) -> tuple[str, str]:
     password = secrets.token_hex(12)
-    subprocess.run(
-        [ensure_cosign(), "generate-key-pair"],
-        cwd=directory,
-        env={**os.environ, "COSIGN_PASSWORD": password},
-        check=True,
-        capture_output=True,
-    )
-    return (directory / "cosign.key").read_text(), password
+    key, _ = generate_key_pair(directory, password)
+    return key, password
 
 
 def run() -> list[tuple[str, float, float, str]]:

@@ -38,6 +38,7 @@ from pipeline.sign import (
     smoke_problems,
     verify_args,
 )
+from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.faultproxy import ProxyFactory
 from tests.fixtures.registries import TestRegistry
 from tests.test_release import IMAGE, git, make_project, run_pipeline
@@ -142,14 +143,8 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     """A real cosign key pair: (private key PEM, its password, public key file)."""
     directory = tmp_path_factory.mktemp("cosign-key")
     password = f"kp-{secrets.token_hex(10)}"
-    subprocess.run(
-        [ensure_cosign(), "generate-key-pair"],
-        cwd=directory,
-        env={**os.environ, "COSIGN_PASSWORD": password},
-        check=True,
-        capture_output=True,
-    )
-    return (directory / "cosign.key").read_text(), password, directory / "cosign.pub"
+    key, public = generate_key_pair(directory, password)
+    return key, password, public
 
 
 @pytest.mark.engine
