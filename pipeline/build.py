@@ -7,6 +7,7 @@ same index digest everywhere, and no tag in any registry until the smoke tests p
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -270,12 +271,20 @@ def build(
     if (output_dir is None) == (load_as is None):
         raise ValueError("build() needs exactly one of output_dir and load_as")
     log.info("building %s for %s", spec.image, ", ".join(spec.platforms))
+    # A loaded build has no folder of its own for buildx's metadata file: a temporary one, removed after
+    # (it used to be left in the temp folder, one file per run).
+    with contextlib.ExitStack() as stack:
+        folder = output_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-build-")))
+        return _build_into(spec, folder, output_dir is not None, load_as, client)
+
+
+def _build_into(
+    spec: BuildSpec, folder: Path, to_layout: bool, load_as: str | None, client: DockerClient
+) -> BuiltImage:
     started = time.monotonic()
-    metadata = (
-        output_dir or Path(tempfile.gettempdir())
-    ) / f"{spec.image.replace('/', '-')}.{os.getpid()}.metadata.json"
-    if output_dir is not None:
-        layout = output_dir / spec.image.replace("/", "-")
+    metadata = folder / f"{spec.image.replace('/', '-')}.{os.getpid()}.metadata.json"
+    if to_layout:
+        layout: Path | None = folder / spec.image.replace("/", "-")
         output: dict[str, str] = {"type": "oci", "dest": str(layout), "tar": "false"}
         if "SOURCE_DATE_EPOCH" in spec.build_args:
             # File times in new layers become the commit time: the same commit gives the same image digests.

@@ -595,28 +595,35 @@ def push_two_platform_busybox(
     Returns the first full reference. Used for the offline mirror and for the tests' base image.
     """
     per_platform: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="busybox-base-") as scratch:
-        for platform, arch in _DEB_ARCH.items():
-            tar = busybox_rootfs_tar(arch, cache, Path(scratch) / f"{arch}.tar")
-            reference = f"{repository}:busybox-{arch}"
-            client.image.import_(
-                tar,
-                tag=reference,
-                platform=platform,
-                changes=[f"LABEL {STAND_IN_LABEL}={json.dumps(STAND_IN_DESCRIPTION)}", 'CMD ["/bin/sh"]'],
-            )
+    try:
+        with tempfile.TemporaryDirectory(prefix="busybox-base-") as scratch:
+            for platform, arch in _DEB_ARCH.items():
+                tar = busybox_rootfs_tar(arch, cache, Path(scratch) / f"{arch}.tar")
+                reference = f"{repository}:busybox-{arch}"
+                per_platform.append(reference)
+                client.image.import_(
+                    tar,
+                    tag=reference,
+                    platform=platform,
+                    changes=[f"LABEL {STAND_IN_LABEL}={json.dumps(STAND_IN_DESCRIPTION)}", 'CMD ["/bin/sh"]'],
+                )
 
-            def push(pushed: str = reference) -> None:
-                client.image.push(pushed, quiet=True)
+                def push(pushed: str = reference) -> None:
+                    client.image.push(pushed, quiet=True)
 
-            with_retries(push, f"push of {reference}", is_transient=is_transient_docker_error)
-            per_platform.append(reference)
-    targets = [f"{repository}:{tag}" for tag in tags]
-    with_retries(
-        lambda: client.buildx.imagetools.create(sources=per_platform, tags=targets),
-        f"index {targets[0]}",
-        is_transient=is_transient_docker_error,
-    )
+                with_retries(push, f"push of {reference}", is_transient=is_transient_docker_error)
+        targets = [f"{repository}:{tag}" for tag in tags]
+        with_retries(
+            lambda: client.buildx.imagetools.create(sources=per_platform, tags=targets),
+            f"index {targets[0]}",
+            is_transient=is_transient_docker_error,
+        )
+    finally:
+        # The per-platform imports only carry the layers to the registry: the index there is what is used.
+        # They were the engine's copies under names only this function makes; left, they were two images a run.
+        for reference in per_platform:
+            with contextlib.suppress(DockerException):
+                client.image.remove(reference)
     return targets[0]
 
 

