@@ -274,7 +274,9 @@ def build(
     # A loaded build has no folder of its own for buildx's metadata file: a temporary one, removed after
     # (it used to be left in the temp folder, one file per run).
     with contextlib.ExitStack() as stack:
-        folder = output_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-build-")))
+        folder = output_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-build-"))
+        )
         return _build_into(spec, folder, output_dir is not None, load_as, client)
 
 

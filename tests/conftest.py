@@ -5,6 +5,7 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.fixtures.freshmachine",
     "tests.fixtures.engine",
+    "tests.fixtures.leftovers",
     "tests.fixtures.registries",
     "tests.fixtures.gitrepos",
     "tests.fixtures.faultproxy",
@@ -12,5 +13,4 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.tlsregistry",
     "tests.fixtures.connectproxy",
-    "tests.fixtures.leftovers",
 ]

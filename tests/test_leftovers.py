@@ -37,7 +37,9 @@ def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess
     return result
 
 
-def assert_left_nothing(watch: RunWatch, found: Leftovers, keep: tuple[str, ...] = (), what: str = "") -> None:
+def assert_left_nothing(
+    watch: RunWatch, found: Leftovers, keep: tuple[str, ...] = (), what: str = ""
+) -> None:
     """Nothing of this run is left, but for files under the state directory's `keep` folders."""
 
     home = watch.state / "image-pipeline"  # PIPELINE_STATE_DIR/image-pipeline, as state_home() makes it
@@ -53,7 +55,9 @@ def assert_left_nothing(watch: RunWatch, found: Leftovers, keep: tuple[str, ...]
 
 
 @pytest.fixture(scope="module")
-def registry_image(docker_engine: DockerClient, open_registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry_image(
+    docker_engine: DockerClient, open_registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A stand-in for `registry:2` that declares `VOLUME /var/lib/registry` as the real one does, only in a
     registry (not in the engine), so that starting the embedded registry pulls it as it would on a laptop."""
     if shutil.which("docker-registry") is None:
@@ -99,9 +103,7 @@ def test_release_with_the_embedded_registry_leaves_only_the_registry_until_it_is
     assert_left_nothing(run_watch, whole, keep=STATE_KEPT)
 
 
-def test_registry_up_and_down_leave_nothing(
-    tmp_path: Path, registry_image: str, run_watch: RunWatch
-) -> None:
+def test_registry_up_and_down_leave_nothing(tmp_path: Path, registry_image: str, run_watch: RunWatch) -> None:
     port = free_port()
     project = make_project(tmp_path, "unused", f"[local_registry]\nport = {port}\n")
     run_watch.markers += [f"pipeline-registry-{port}", registry_image]
@@ -125,7 +127,11 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
 
 
 def _external_project(
-    tmp_path: Path, base_image: str, open_registry: TestRegistry, auth_registry: TestRegistry, public_key: Path
+    tmp_path: Path,
+    base_image: str,
+    open_registry: TestRegistry,
+    auth_registry: TestRegistry,
+    public_key: Path,
 ) -> tuple[Path, str]:
     namespace = f"leaks-{secrets.token_hex(4)}"
     project = make_project(
