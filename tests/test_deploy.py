@@ -60,6 +60,7 @@ from pipeline.publish import push_everywhere
 from pipeline.report import ReleaseReport
 
 if TYPE_CHECKING:
+    from tests.fixtures.leftovers import RunWatch
     from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -579,7 +580,7 @@ def test_a_stack_is_pinned_and_a_rollout_past_its_timeout_is_rolled_back(
 
 @pytest.mark.engine
 def test_credentials_reach_the_nodes_and_dry_run_changes_nothing(
-    swarm: DockerClient, web_images: WebImages, service_name: str, tmp_path: Path
+    swarm: DockerClient, web_images: WebImages, service_name: str, tmp_path: Path, run_watch: RunWatch
 ) -> None:
     config = tmp_path / "pipeline.toml"
     config.write_text(
@@ -593,11 +594,16 @@ def test_credentials_reach_the_nodes_and_dry_run_changes_nothing(
         return subprocess.run(
             [sys.executable, "-m", "pipeline", "--config", str(config), "deploy", "prod",
              "--digest", f"web={web_images.hub_only}", *extra],
-            capture_output=True, text=True, check=False, env={**os.environ, **web_images.hub_environ},
+            capture_output=True, text=True, check=False,
+            env={**os.environ, **web_images.hub_environ, **run_watch.environ},
         )  # fmt: skip
 
-    dry = cli("--dry-run")
+    run_watch.markers += [web_images.hub, service_name]
+    with run_watch.watching() as left:
+        dry = cli("--dry-run")
     assert dry.returncode == 0, dry.stderr
+    assert not left.containers and not left.volumes and not left.networks and not left.images, left
+    assert not [f for f in left.files if not f.endswith(("image-pipeline", "engine-check.json"))], left
     assert f"prod: {service_name} (would change)" in dry.stdout
     assert f"+ image: {web_images.hub}/examples/web@{web_images.hub_only}" in dry.stdout
     assert inspect_service(swarm, service_name) is None, "a dry run creates nothing"

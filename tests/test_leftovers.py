@@ -19,12 +19,10 @@ from python_on_whales import DockerClient
 
 from pipeline.registry import free_port
 from tests.fixtures.cosign import generate_key_pair
-from tests.fixtures.leftovers import Leftovers, RunWatch
+from tests.fixtures.leftovers import Leftovers, RunWatch, Snapshot, leftovers, mark_session
 from tests.fixtures.registries import TestRegistry
 from tests.test_registry import _registry_image_from_debian
 from tests.test_release import IMAGE, make_project, run_pipeline
-
-pytestmark = pytest.mark.engine
 
 KEY_ENV, PASSWORD_ENV = "TEST_LEAKS_COSIGN_KEY", "TEST_LEAKS_COSIGN_PASSWORD"
 # What the state directory keeps on purpose (README, "What a run leaves on your machine"): the embedded
@@ -75,10 +73,12 @@ def registry_image(
         docker_engine.image.remove(reference, force=True)
 
 
+@pytest.mark.engine
 def test_release_with_the_embedded_registry_leaves_only_the_registry_until_it_is_stopped(
     tmp_path: Path, base_image: str, registry_image: str, run_watch: RunWatch
 ) -> None:
     port = free_port()
+    mark_session(f"127.0.0.1:{port}")
     project = make_project(tmp_path, base_image, f"[local_registry]\nport = {port}\n")
     registry_name = f"pipeline-registry-{port}"
     run_watch.markers += [registry_name, f"127.0.0.1:{port}/", registry_image]
@@ -103,8 +103,10 @@ def test_release_with_the_embedded_registry_leaves_only_the_registry_until_it_is
     assert_left_nothing(run_watch, whole, keep=STATE_KEPT)
 
 
+@pytest.mark.engine
 def test_registry_up_and_down_leave_nothing(tmp_path: Path, registry_image: str, run_watch: RunWatch) -> None:
     port = free_port()
+    mark_session(f"127.0.0.1:{port}")
     project = make_project(tmp_path, "unused", f"[local_registry]\nport = {port}\n")
     run_watch.markers += [f"pipeline-registry-{port}", registry_image]
     env = {**run_watch.environ, "PIPELINE_REGISTRY_PROGRAM": "", "PIPELINE_REGISTRY_IMAGE": registry_image}
@@ -158,6 +160,7 @@ public_key = "{public_key}"
     return project, namespace
 
 
+@pytest.mark.engine
 def test_release_to_external_registries_smoke_verify_and_fan_out_leave_nothing(
     tmp_path: Path,
     base_image: str,
@@ -197,6 +200,7 @@ def test_release_to_external_registries_smoke_verify_and_fan_out_leave_nothing(
         assert_left_nothing(run_watch, found, keep=STATE_KEPT, what=command)
 
 
+@pytest.mark.engine
 def test_release_no_push_leaves_only_the_image_it_loads(
     tmp_path: Path, base_image: str, run_watch: RunWatch
 ) -> None:
@@ -212,3 +216,43 @@ def test_release_no_push_leaves_only_the_image_it_loads(
     assert not found.containers and not found.volumes and not found.networks and not found.builders, found
     found.images.clear()
     assert_left_nothing(run_watch, found, keep=STATE_KEPT)
+
+
+def test_only_this_runs_objects_count_and_volumes_are_traced_through_commits() -> None:
+    """The attribution itself (pure): what carries a marker, what its containers mounted or joined, and the
+    containers of images committed from them; nothing of anyone else's run, nothing that was there before."""
+    before = Snapshot(
+        {}, frozenset({"old"}), {}, frozenset({"theirs:1"}), frozenset({"default"}), frozenset()
+    )
+    after = Snapshot(
+        containers={"c1": "pipeline-smoke-1", "c9": "other"},
+        volumes=frozenset({"old", "v1", "v2", "v9"}),
+        networks={"n1": "net-of-c1", "n9": "net-of-c9"},
+        images=frozenset({"theirs:1", "other:2", "127.0.0.1:1234/ns/app@sha256:1"}),
+        builders=frozenset({"default", "pipeline-multiarch", "someone-elses"}),
+        files=frozenset({"/scratch/tmp/left.json"}),
+    )
+
+    def event(kind: str, action: str, actor: str, **attributes: str) -> dict[str, object]:
+        return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes}}
+
+    events = [
+        event("container", "create", "c1", name="pipeline-smoke-1", image="127.0.0.1:1234/ns/app@sha256:1"),
+        event("volume", "mount", "v1", container="c1"),
+        event("network", "connect", "n1", container="c1"),
+        event("container", "commit", "c1", imageID="sha256:committed"),
+        event("container", "create", "c2", name="quirky_name", image="sha256:committed"),
+        event("volume", "mount", "v2", container="c2"),
+        event("volume", "mount", "old", container="c2"),
+        event("container", "create", "c9", name="other", image="busybox"),
+        event("volume", "mount", "v9", container="c9"),
+        event("network", "connect", "n9", container="c9"),
+    ]
+    found = leftovers(before, after, events, ["127.0.0.1:1234/"])
+    assert found.containers == ["pipeline-smoke-1 (c1)"]
+    assert found.volumes == ["v1", "v2"]
+    assert found.networks == ["net-of-c1"]
+    assert found.images == ["127.0.0.1:1234/ns/app@sha256:1"]
+    assert found.builders == ["pipeline-multiarch"]
+    assert found.files == ["/scratch/tmp/left.json"]
+    assert found and not leftovers(after, after, events, ["127.0.0.1:1234/"])
