@@ -8,6 +8,7 @@ and the report says what was pushed where, so that a rerun (same commit, same di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,7 +47,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
-from pipeline.sign import require_signed_digests, sign_tested, start_signer
+from pipeline.sign import SigningAhead, require_signed_digests, sign_tested, start_signer
 from pipeline.smoke import SmokeTarget, partial_report, run_smoke
 from pipeline.structure import load_suite
 
@@ -173,7 +174,11 @@ def release(
             log.warning(offline_base_notice())
         if stand_in and not no_push:
             _refuse_stand_in_pushes(config, plan, registries, digests or {})
-        with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
+        with (
+            isolated_docker_config(),
+            tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch,
+            contextlib.ExitStack() as stack,
+        ):
             if not no_push:
                 save("registries")
                 check_registries(registries, environ)
@@ -182,6 +187,20 @@ def release(
                 require_signed_digests(config, digests, registries, environ)
             signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
+            # Signatures are made while the smoke tests run, uploaded only once all passed (sign.SigningAhead).
+            ahead: dict[str, SigningAhead] = {}
+
+            @stack.callback
+            def drop_unpublished() -> None:  # a failed gate (or a signal): nothing made ahead is uploaded
+                for signing in ahead.values():
+                    signing.cancel()
+
+            def sign_ahead(image: str, digest: str) -> None:
+                if signer is not None:
+                    ahead[image] = SigningAhead(
+                        signer, [(r, r.repository(image)) for r in registries], digest
+                    )
+
             for image_plan in plan.images:
                 digest = _build_push_and_smoke(
                     config,
@@ -196,12 +215,13 @@ def release(
                     (digests or {}).get(image_plan.name),
                     status.builder,
                     save,
+                    sign_ahead,
                 )
                 tested.append((image_plan, digest))
             # Every image of the release passed before any tag moves: no release is half promoted.
             if signer is not None:  # signed and attested in every registry, or no tag moves
                 step = time.monotonic()
-                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
+                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report, ahead)
                 report.add_timing("sign", time.monotonic() - step)
             if not no_push:
                 _promote(report, tested, registries, environ, save)
@@ -433,8 +453,10 @@ def _build_push_and_smoke(
     existing_digest: str | None,
     builder: str | None,
     save: Callable[[str], None],
+    on_pushed: Callable[[str, str], None],
 ) -> str:
-    """Everything before promotion for one image; returns the tested index digest."""
+    """Everything before promotion for one image; returns the tested index digest. `on_pushed(image,
+    digest)` runs once the digest is in every registry, before its smoke tests."""
     image = config.image(image_plan.name)
     outcome: ImageOutcome = report.add_image(image.name)
     outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
@@ -494,6 +516,8 @@ def _build_push_and_smoke(
             for registry in registries
             for platform in image_plan.platforms
         ]
+    if not no_push:
+        on_pushed(image.name, digest)
     step = time.monotonic()
     save(f"smoke {image.name}")
     try:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "tag"  # cosign's tag scheme: <repo>:sha256-<hex>.sig / .att (no referrers API needed)
 COSIGN_OVERRIDE = "PIPELINE_COSIGN"  # a cosign binary to use instead of looking on PATH or provisioning
-_TIMEOUT = 300.0
+TIMEOUT = 300.0
 # cosign's own words for a registry that failed for a while; anything else (401, bad key) is final.
 _TRANSIENT = (
     "500 internal server error",
@@ -97,6 +97,14 @@ def reference_list(references: str | Sequence[str]) -> list[str]:
     return [references] if isinstance(references, str) else list(references)
 
 
+@dataclass(frozen=True)
+class Held:
+    """Where `cosign sign --upload=false` leaves a signature made ahead of the gate, for `attach` later."""
+
+    signature: Path
+    payload: Path
+
+
 def sign_args(
     method: Method,
     references: str | Sequence[str],
@@ -104,27 +112,52 @@ def sign_args(
     key_env: str | None,
     tlog_upload: bool,
     insecure: bool,
+    held: Held | None = None,
 ) -> list[str]:
-    """`cosign sign` for digest references (one per registry); the key comes by variable name, never by value."""
+    """`cosign sign` for digest references (one per registry); the key comes by variable name, never by value.
+    With `held` (one reference), the signature is written there and not uploaded."""
+    held_flags = (
+        ["--upload=false", "--output-signature", str(held.signature), "--output-payload", str(held.payload)]
+        if held is not None
+        else []
+    )
     return [
         "sign",
         "--yes",
         *_signing_flags(method, key_env, tlog_upload),
+        *held_flags,
         *_registry_flags(insecure),
         *reference_list(references),
+    ]
+
+
+def attach_signature_args(reference: str, held: Held, *, insecure: bool) -> list[str]:
+    """Upload a signature made ahead (`sign_args(held=...)`): no key, so no key decryption."""
+    return [
+        "attach",
+        "signature",
+        "--payload",
+        str(held.payload),
+        "--signature",
+        str(held.signature),
+        *_registry_flags(insecure),
+        reference,
     ]
 
 
 def attest_args(
     method: Method,
     references: str | Sequence[str],
-    predicate: Path,
+    predicate: Path | None,
     *,
     key_env: str | None,
     tlog_upload: bool,
     insecure: bool,
 ) -> list[str]:
-    """`cosign attest` of the smoke predicate; `--replace` keeps one smoke statement per digest."""
+    """`cosign attest` of the smoke predicate; `--replace` keeps one smoke statement per digest.
+
+    `predicate=None` reads it from standard input (one reference): cosign opens the key first, then waits
+    for the predicate, so the process can be started before the smoke tests end."""
     return [
         "attest",
         "--yes",
@@ -132,7 +165,7 @@ def attest_args(
         "--type",
         PREDICATE_TYPE,
         "--predicate",
-        str(predicate),
+        "-" if predicate is None else str(predicate),
         *_signing_flags(method, key_env, tlog_upload),
         *_registry_flags(insecure),
         *reference_list(references),
@@ -190,10 +223,17 @@ def _last_error(stderr: str) -> str:
     return line.removeprefix("Error: ")
 
 
-class _CosignFailed(SignError):
+class CosignFailed(SignError):
+    """A cosign run that failed; `transient` when its last error is a registry hiccup worth retrying."""
+
     def __init__(self, message: str, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+    @classmethod
+    def from_stderr(cls, what: str, stderr: str) -> CosignFailed:
+        detail = _last_error(stderr)
+        return cls(f"{what}: {detail}", any(word in detail.lower() for word in _TRANSIENT))
 
 
 def run_cosign(
@@ -204,16 +244,14 @@ def run_cosign(
     def once() -> str:
         try:
             result = subprocess.run(
-                [cosign, *args], env=dict(env), capture_output=True, text=True, timeout=_TIMEOUT, check=False
+                [cosign, *args], env=dict(env), capture_output=True, text=True, timeout=TIMEOUT, check=False
             )
         except subprocess.TimeoutExpired:
-            raise _CosignFailed(f"{what}: cosign did not finish in {_TIMEOUT:.0f}s", True) from None
+            raise CosignFailed(f"{what}: cosign did not finish in {TIMEOUT:.0f}s", True) from None
         if result.returncode != 0:
-            detail = _last_error(result.stderr)
-            transient = any(word in detail.lower() for word in _TRANSIENT)
-            raise _CosignFailed(f"{what}: {detail}", transient)
+            raise CosignFailed.from_stderr(what, result.stderr)
         return result.stdout
 
     if not retry:
         return once()
-    return with_retries(once, what, is_transient=lambda e: isinstance(e, _CosignFailed) and e.transient)
+    return with_retries(once, what, is_transient=lambda e: isinstance(e, CosignFailed) and e.transient)

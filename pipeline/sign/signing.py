@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,11 @@ from pipeline.github import on_actions
 from pipeline.report import ReleaseReport
 from pipeline.sign.cosign import (
     SCHEME,
+    TIMEOUT,
+    CosignFailed,
+    Held,
     Method,
+    attach_signature_args,
     attest_args,
     ensure_cosign,
     reference_list,
@@ -51,16 +56,21 @@ class Signer:
         # os.environ at call time: the run's throwaway DOCKER_CONFIG (registry logins) is set there.
         return {**os.environ, **self._env}
 
-    def sign_command(self, references: str | Sequence[str], insecure: bool) -> list[str]:
+    def sign_command(
+        self, references: str | Sequence[str], insecure: bool, *, held: Held | None = None
+    ) -> list[str]:
         return sign_args(
             self.method,
             references,
             key_env=self.settings.key_env,
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
+            held=held,
         )
 
-    def attest_command(self, references: str | Sequence[str], predicate: Path, insecure: bool) -> list[str]:
+    def attest_command(
+        self, references: str | Sequence[str], predicate: Path | None, insecure: bool
+    ) -> list[str]:
         return attest_args(
             self.method,
             references,
@@ -175,62 +185,154 @@ class SignRecord:
         }
 
 
-def sign_everywhere(
-    signer: Signer,
-    repositories: Sequence[tuple[RegistryConfig, str]],
-    digest: str,
-    predicate: Path | None,
-) -> list[SignRecord]:
-    """Sign (and attest) `digest` in every registry; every outcome is returned, none raised.
+class _Started:
+    """One cosign process started before the gate opens. Its output goes to a file: nothing reads it until
+    the gate has passed, and a pipe left unread could fill and stall it."""
 
-    One cosign run signs every registry at once, and one attests (a key decryption and a process each, the
-    two at the same time); when either fails, every registry is done on its own (signing again is
-    idempotent) so that the report says what was signed where."""
-    groups: dict[bool, list[str]] = {}  # registries with the same `insecure` share a cosign run
-    for registry, repository in repositories:
-        groups.setdefault(registry.insecure, []).append(f"{repository}@{digest}")
-    with ThreadPoolExecutor(max_workers=2 * len(groups) or 1) as pool:
-        runs = [pool.submit(signer.sign, references, insecure) for insecure, references in groups.items()]
-        if predicate is not None:
-            runs += [
-                pool.submit(signer.attest, references, predicate, insecure)
-                for insecure, references in groups.items()
-            ]
-    failed = next((run.exception() for run in runs if run.exception() is not None), None)
-    if failed is None:
-        return [
-            SignRecord(
-                registry.name,
-                f"{repository}@{digest}",
-                signature=f"{repository}:{signature_tag(digest, 'sig')}",
-                attestation=f"{repository}:{signature_tag(digest, 'att')}" if predicate is not None else None,
+    def __init__(self, signer: Signer, args: Sequence[str], what: str, output: Path, *, stdin: bool) -> None:
+        self.what, self.output = what, output
+        with output.open("w") as sink:
+            self.process = subprocess.Popen(
+                [signer.cosign, *args],
+                env=signer.env(),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
-            for registry, repository in repositories
-        ]
-    log.warning("signing everywhere at once failed (%s); signing registry by registry", failed)
-    records = [SignRecord(registry.name, f"{repository}@{digest}") for registry, repository in repositories]
 
-    def sign(record: SignRecord, registry: RegistryConfig, repository: str) -> None:
+    def finish(self, given: str | None = None) -> CosignFailed | None:
+        """Hand it its standard input (if it takes one) and wait: None when it succeeded."""
         try:
-            signer.sign(record.reference, registry.insecure)
-            record.signature = f"{repository}:{signature_tag(digest, 'sig')}"
+            self.process.communicate(given, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return CosignFailed(f"{self.what}: cosign did not finish in {TIMEOUT:.0f}s", True)
+        if self.process.returncode == 0:
+            return None
+        return CosignFailed.from_stderr(self.what, self.output.read_text(errors="replace"))
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # before its predicate arrives: it never uploads anything
+        self.process.wait()
+
+
+class SigningAhead:
+    """One index digest's signatures and attestations in every registry, made while its smoke tests run and
+    uploaded only once every smoke test of the run passed (`publish`), or dropped (`cancel`).
+
+    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second).
+    Made after the gate, those decryptions stood between the last smoke test and the first tag. Ahead, a
+    signature is made with `--upload=false` and attached later (no key needed then), and an attestation's
+    cosign opens the key, then waits for the predicate on its standard input. Nothing reaches a registry or
+    Rekor before the gate passes: keyless signing, and key signatures recorded in Rekor, wait for the gate
+    (cosign would record them in Rekor at once, and a Fulcio certificate expires in ten minutes)."""
+
+    def __init__(
+        self, signer: Signer, repositories: Sequence[tuple[RegistryConfig, str]], digest: str
+    ) -> None:
+        self.signer, self.digest, self.repositories = signer, digest, list(repositories)
+        self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-sign-")
+        self._signatures: dict[str, tuple[_Started, Held]] = {}
+        self._attestations: dict[str, _Started] = {}
+        self._published = False
+        if signer.method != "key":
+            return
+        for number, (registry, repository) in enumerate(self.repositories):
+            reference, where = f"{repository}@{digest}", Path(self._scratch.name) / str(number)
+            if not signer.settings.tlog_upload:
+                held = Held(where.with_suffix(".sig"), where.with_suffix(".payload"))
+                args = signer.sign_command(reference, registry.insecure, held=held)
+                started = _Started(
+                    signer, args, f"signing {reference}", where.with_suffix(".sign.log"), stdin=False
+                )
+                self._signatures[registry.name] = (started, held)
+            if signer.settings.attest:
+                args = signer.attest_command(reference, None, registry.insecure)
+                what = f"attesting {reference}"
+                self._attestations[registry.name] = _Started(
+                    signer, args, what, where.with_suffix(".attest.log"), stdin=True
+                )
+
+    def publish(self, predicate: str | None) -> list[SignRecord]:
+        """Upload (or make now) every signature, and attest `predicate` (JSON) where given; every outcome
+        is returned, none raised, so that the report says what was signed where."""
+        records = [SignRecord(r.name, f"{repository}@{self.digest}") for r, repository in self.repositories]
+        path = Path(self._scratch.name) / "predicate.json"
+        path.write_text(predicate or "")
+        # Signature and attestation live under different tags: all of them at once (cosign mostly waits).
+        with ThreadPoolExecutor(max_workers=2 * len(records) or 1) as pool:
+            for record, (registry, repository) in zip(records, self.repositories, strict=True):
+                pool.submit(self._signature, record, registry, repository)
+                if predicate is not None:
+                    pool.submit(self._attestation, record, registry, repository, predicate, path)
+        self._published = True
+        self.cancel()
+        return records
+
+    def cancel(self) -> None:
+        """Drop what was made ahead (a failed gate); after `publish`, only the scratch files go."""
+        started = [*(s for s, _ in self._signatures.values()), *self._attestations.values()]
+        for run in started:
+            run.kill()
+        if started and not self._published:
+            self._published = True  # said once
+            log.warning(
+                "dropped the signature%s made ahead of the gate for %s (nothing was uploaded)",
+                " and attestation" if self._attestations else "",
+                self.digest,
+            )
+        self._scratch.cleanup()
+
+    def _signature(self, record: SignRecord, registry: RegistryConfig, repository: str) -> None:
+        try:
+            ahead = self._signatures.get(registry.name)
+            if ahead is None:
+                self.signer.sign(record.reference, registry.insecure)
+            elif not self._finished(
+                ahead[0], None, lambda: self.signer.sign(record.reference, registry.insecure)
+            ):
+                args = attach_signature_args(record.reference, ahead[1], insecure=registry.insecure)
+                run_cosign(
+                    self.signer.cosign,
+                    args,
+                    self.signer.env(),
+                    f"uploading the signature of {record.reference}",
+                )
+            record.signature = f"{repository}:{signature_tag(self.digest, 'sig')}"
         except PipelineError as error:
             record.error = record.error or str(error)
 
-    def attest(record: SignRecord, registry: RegistryConfig, repository: str, predicate: Path) -> None:
+    def _attestation(
+        self, record: SignRecord, registry: RegistryConfig, repository: str, predicate: str, path: Path
+    ) -> None:
         try:
-            signer.attest(record.reference, predicate, registry.insecure)
-            record.attestation = f"{repository}:{signature_tag(digest, 'att')}"
+            ahead = self._attestations.get(registry.name)
+
+            def again() -> None:
+                self.signer.attest(record.reference, path, registry.insecure)
+
+            if ahead is None:
+                again()
+            else:
+                self._finished(ahead, predicate, again)
+            record.attestation = f"{repository}:{signature_tag(self.digest, 'att')}"
         except PipelineError as error:
             record.error = record.error or str(error)
 
-    # Signature and attestation live under different tags: all of them at once (cosign mostly waits).
-    with ThreadPoolExecutor(max_workers=max(1, 2 * len(repositories))) as pool:
-        for record, (registry, repository) in zip(records, repositories, strict=True):
-            pool.submit(sign, record, registry, repository)
-            if predicate is not None:
-                pool.submit(attest, record, registry, repository, predicate)
-    return records
+    @staticmethod
+    def _finished(ahead: _Started, given: str | None, again: Callable[[], None]) -> bool:
+        """Finish a run started ahead; after a registry hiccup, run it again now (with retries) and say
+        so. True when `again` ran (it uploads by itself). A final error (401, bad key) is raised as is."""
+        failure = ahead.finish(given)
+        if failure is None:
+            return False
+        if not failure.transient:
+            raise failure
+        log.warning("%s (made ahead of the gate); doing it again now", failure)
+        again()
+        return True
 
 
 def sign_tested(
@@ -239,30 +341,32 @@ def sign_tested(
     tested: Sequence[tuple[str, str]],
     registries: Sequence[RegistryConfig],
     report: ReleaseReport,
+    ahead: Mapping[str, SigningAhead] | None = None,
 ) -> None:
-    """The gate's signing step: every tested (image, digest) in every registry. Raises when any failed,
-    after the report says what was signed where, so that the caller moves no tag."""
+    """The gate's signing step: every tested (image, digest) in every registry, from what was made
+    `ahead` (image -> SigningAhead) where it was. Raises when any failed, after the report says what was
+    signed where, so that the caller moves no tag."""
     failures: list[SignRecord] = []
-    with tempfile.TemporaryDirectory(prefix="pipeline-sign-") as scratch:
-        for image, digest in tested:
-            outcome = report.image(image)
-            predicate: Path | None = None
-            if signer.settings.attest:
-                predicate = Path(scratch) / f"{image.replace('/', '_')}.predicate.json"
-                document = smoke_predicate(
-                    outcome,
-                    version=report.version,
-                    revision=report.revision,
-                    smoke_file=config.smoke_path(config.image(image)),
-                )
-                predicate.write_text(json.dumps(document, indent=2) + "\n")
-            repositories = [(r, r.repository(image)) for r in registries]
-            records = sign_everywhere(signer, repositories, digest, predicate)
-            outcome.signing = {record.registry: record.to_json() for record in records}
-            failures += [record for record in records if record.error]
-            for record in records:
-                if not record.error:
-                    log.info("signed %s in %s: %s", image, record.registry, record.signature)
+    for image, digest in tested:
+        outcome = report.image(image)
+        predicate: str | None = None
+        if signer.settings.attest:
+            document = smoke_predicate(
+                outcome,
+                version=report.version,
+                revision=report.revision,
+                smoke_file=config.smoke_path(config.image(image)),
+            )
+            predicate = json.dumps(document, indent=2) + "\n"
+        signing = (ahead or {}).get(image) or SigningAhead(
+            signer, [(r, r.repository(image)) for r in registries], digest
+        )
+        records = signing.publish(predicate)
+        outcome.signing = {record.registry: record.to_json() for record in records}
+        failures += [record for record in records if record.error]
+        for record in records:
+            if not record.error:
+                log.info("signed %s in %s: %s", image, record.registry, record.signature)
     if failures:
         signed = sorted({r for o in report.images for r, s in o.signing.items() if not s["error"]})
         raise SignError(
