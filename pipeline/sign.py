@@ -40,7 +40,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.config import LoadedConfig, RegistryConfig, SignConfig, find_config, load_config
 from pipeline.errors import ConfigError, PipelineError, SignError
-from pipeline.github import on_actions
+from pipeline.github import on_actions, sign_secret_masks
 from pipeline.report import ImageOutcome, ReleaseReport, wide_console
 from pipeline.retry import with_retries
 
@@ -323,9 +323,9 @@ def start_signer(config: LoadedConfig, environ: Mapping[str, str]) -> Callable[[
             "password in it (empty for a key without one)"
         )
     secrets = {settings.key_env: environ[settings.key_env], "COSIGN_PASSWORD": environ[settings.password_env]}
-    if on_actions(environ):  # before anything could print them; a PEM is masked line by line
-        for line in {*environ[settings.key_env].splitlines(), environ[settings.password_env]} - {""}:
-            print(f"::add-mask::{line}")
+    if on_actions(environ):  # before anything could print them
+        for command in sign_secret_masks(settings, environ):
+            print(command)
 
     def ready() -> Signer:
         signer = Signer(ensure_cosign(), settings, secrets)
