@@ -1,4 +1,4 @@
-"""Signing and attesting what passed the gate (pipeline/sign.py): the cosign command lines, the predicate,
+"""Signing and attesting what passed the gate (pipeline/sign/): the cosign command lines, the predicate,
 the verification rules, and end to end with the real cosign CLI against real registries."""
 
 from __future__ import annotations
@@ -622,12 +622,11 @@ def test_smoke_verifies_first_only_when_asked_or_required(tmp_path: Path) -> Non
     import argparse
 
     from pipeline.sign import verified_if_required
-    from pipeline.smoke import SmokeTarget
 
-    targets = [SmokeTarget("acme/app", "r", f"127.0.0.1:1/acme/app@{DIGEST}", "linux/amd64", None)]
+    targets = [f"127.0.0.1:1/acme/app@{DIGEST}"]
     config = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"')
     args = argparse.Namespace(config=config.path, references=[], require_signature=False, key=None)
-    assert verified_if_required(targets, args) == targets  # nothing asked: nothing verified
+    assert verified_if_required(targets, args) == {}  # nothing asked: nothing verified
     required = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"\nrequire = true')
     args = argparse.Namespace(config=required.path, references=[], require_signature=False, key=None)
     with pytest.raises(ConfigError, match="no public key to verify with"):
