@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.config import RegistryConfig
+from pipeline.config import RegistryConfig, SignConfig
 from pipeline.report import ReleaseReport, signing_line, smoke_rows
 
 # The config the action derives from its inputs, next to the project's own: the pipeline's file, not the
@@ -26,6 +26,18 @@ def mask_secrets(registries: Sequence[RegistryConfig], environ: Mapping[str, str
     for registry in registries:
         if registry.password_env and environ.get(registry.password_env):
             print(f"::add-mask::{environ[registry.password_env]}")
+
+
+def sign_secret_masks(settings: SignConfig, environ: Mapping[str, str]) -> list[str]:
+    """`::add-mask::` for the cosign key and its password that `[sign]` names. GitHub masks one line per
+    command, so a PEM is masked line by line."""
+    if settings.method != "key":
+        return []
+    values = {
+        *environ.get(settings.key_env or "", "").splitlines(),
+        environ.get(settings.password_env or "", ""),
+    }
+    return [f"::add-mask::{value}" for value in sorted(values - {""})]
 
 
 def annotation(level: str, message: str, *, file: str | None = None, line: int | None = None) -> str:
