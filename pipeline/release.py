@@ -8,7 +8,6 @@ and the report says what was pushed where, so that a rerun (same commit, same di
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -47,7 +46,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
-from pipeline.sign import SigningAhead, require_signed_digests, sign_tested, start_signer
+from pipeline.sign import GateSigning, require_signed_digests, start_signer
 from pipeline.smoke import SmokeTarget, partial_report, run_smoke
 from pipeline.structure import load_suite
 
@@ -174,11 +173,7 @@ def release(
             log.warning(offline_base_notice())
         if stand_in and not no_push:
             _refuse_stand_in_pushes(config, plan, registries, digests or {})
-        with (
-            isolated_docker_config(),
-            tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch,
-            contextlib.ExitStack() as stack,
-        ):
+        with isolated_docker_config(), tempfile.TemporaryDirectory(prefix="pipeline-release-") as scratch:
             if not no_push:
                 save("registries")
                 check_registries(registries, environ)
@@ -187,42 +182,26 @@ def release(
                 require_signed_digests(config, digests, registries, environ)
             signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
-            # Signatures are made while the smoke tests run, uploaded only once all passed (sign.SigningAhead).
-            ahead: dict[str, SigningAhead] = {}
-
-            @stack.callback
-            def drop_unpublished() -> None:  # a failed gate (or a signal): nothing made ahead is uploaded
-                for signing in ahead.values():
-                    signing.cancel()
-
-            def sign_ahead(image: str, digest: str) -> None:
-                if signer is not None:
-                    ahead[image] = SigningAhead(
-                        signer, [(r, r.repository(image)) for r in registries], digest
+            with GateSigning(signer, registries) as signing:  # made during smoke, dropped if the gate fails
+                for image_plan in plan.images:
+                    digest = _build_push_and_smoke(
+                        config,
+                        plan,
+                        image_plan,
+                        registries,
+                        report,
+                        Path(scratch),
+                        stand_in,
+                        no_push,
+                        environ,
+                        (digests or {}).get(image_plan.name),
+                        status.builder,
+                        save,
+                        signing.start,
                     )
-
-            for image_plan in plan.images:
-                digest = _build_push_and_smoke(
-                    config,
-                    plan,
-                    image_plan,
-                    registries,
-                    report,
-                    Path(scratch),
-                    stand_in,
-                    no_push,
-                    environ,
-                    (digests or {}).get(image_plan.name),
-                    status.builder,
-                    save,
-                    sign_ahead,
-                )
-                tested.append((image_plan, digest))
-            # Every image of the release passed before any tag moves: no release is half promoted.
-            if signer is not None:  # signed and attested in every registry, or no tag moves
-                step = time.monotonic()
-                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report, ahead)
-                report.add_timing("sign", time.monotonic() - step)
+                    tested.append((image_plan, digest))
+                # Every image of the release passed before any tag moves: no release is half promoted.
+                signing.publish(config, [(p.name, d) for p, d in tested], report)  # everywhere, or raises
             if not no_push:
                 _promote(report, tested, registries, environ, save)
         report.finish("local" if no_push else "published")

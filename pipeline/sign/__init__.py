@@ -32,6 +32,7 @@ from pipeline.sign.cosign import (
 )
 from pipeline.sign.predicate import PREDICATE_TYPE, file_digest, smoke_predicate
 from pipeline.sign.signing import (
+    GateSigning,
     Signer,
     SigningAhead,
     SignRecord,
@@ -55,6 +56,7 @@ __all__ = [
     "COSIGN_OVERRIDE",
     "PREDICATE_TYPE",
     "SCHEME",
+    "GateSigning",
     "Held",
     "SignRecord",
     "Signer",

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -373,3 +374,34 @@ def sign_tested(
             f"signing failed in {failures[0].registry}: {failures[0].error}; no tag was moved "
             f"(signed in: {', '.join(signed) or 'none'})"
         )
+
+
+class GateSigning:
+    """The release gate's signing, as a context: `start(image, digest)` once an image is in every registry
+    (its signing work begins while its smoke tests run), `publish(...)` once every image passed, and on
+    leaving without publishing (a failed gate, a signal) everything made ahead is dropped."""
+
+    def __init__(self, signer: Signer | None, registries: Sequence[RegistryConfig]) -> None:
+        self.signer, self.registries = signer, list(registries)
+        self.ahead: dict[str, SigningAhead] = {}
+
+    def __enter__(self) -> GateSigning:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signing in self.ahead.values():
+            signing.cancel()
+
+    def start(self, image: str, digest: str) -> None:
+        if self.signer is not None:
+            repositories = [(r, r.repository(image)) for r in self.registries]
+            self.ahead[image] = SigningAhead(self.signer, repositories, digest)
+
+    def publish(self, config: LoadedConfig, tested: Sequence[tuple[str, str]], report: ReleaseReport) -> None:
+        """Sign and attest every tested (image, digest) everywhere, or raise (no tag may move)."""
+        if self.signer is not None:
+            started = time.monotonic()
+            try:
+                sign_tested(self.signer, config, tested, self.registries, report, self.ahead)
+            finally:
+                report.add_timing("sign", time.monotonic() - started)
