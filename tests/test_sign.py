@@ -46,7 +46,7 @@ from pipeline.sign import (
 from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.faultproxy import ProxyFactory
 from tests.fixtures.registries import TestRegistry
-from tests.test_release import IMAGE, git, make_project, run_pipeline
+from tests.test_release import FAILING_SMOKE, IMAGE, git, make_project, run_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 AMD, ARM = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -749,11 +749,10 @@ def test_a_failed_gate_uploads_no_signature_made_ahead(
 ) -> None:
     key, key_password, _ = key_pair
     wrapper, argv_log = cosign_recorder
-    failing = 'schemaVersion: 2.0.0\ncommandTests:\n  - name: wrong greeting\n    command: /app/hello.sh\n    expectedOutput: ["^bonjour"]\n'
     namespace = f"unsigned-{secrets.token_hex(3)}"
     sign = f'[sign]\nmethod = "key"\nkey_env = "{KEY_ENV}"\npassword_env = "{PASSWORD_ENV}"\n'
     registries = f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/{namespace}"\n\n{sign}'
-    project = make_project(tmp_path, base_image, registries, smoke=failing)
+    project = make_project(tmp_path, base_image, registries, smoke=FAILING_SMOKE)
     env = {KEY_ENV: key, PASSWORD_ENV: key_password, "PIPELINE_COSIGN": str(wrapper)}
     result = run_pipeline(project, "release", env=env)
     assert result.returncode != 0 and "no tag was moved" in result.stderr, result.stderr[-2000:]
