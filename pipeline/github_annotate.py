@@ -34,7 +34,7 @@ import yaml
 
 from pipeline.config import SUPPORTED_PLATFORMS, LoadedConfig, find_config, load_config
 from pipeline.errors import ConfigError
-from pipeline.github import DERIVED_CONFIG_NAME, annotation, sign_secret_masks
+from pipeline.github import DERIVED_CONFIG_NAME, annotation, mask_commands
 from pipeline.process import run_streaming
 
 # Native GitHub-hosted runners per platform; anything else builds under QEMU on the amd64 runner.
@@ -470,12 +470,6 @@ def _append_output(environ: Mapping[str, str], name: str, value: str) -> None:
         handle.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
 
 
-def mask_registry_secrets(config: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
-    """`::add-mask::` each password the config names, before any later step could print it."""
-    values = [environ.get(r.password_env or "", "") for r in config.pipeline.registries]
-    return [f"::add-mask::{value}" for value in values if value]
-
-
 def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     """Validate, mask, derive. Returns the config path to use and the workflow commands to print."""
     given = environ.get("PIPELINE_INPUT_CONFIG", "").strip()
@@ -508,7 +502,7 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     derived = apply_sign_inputs(derived, environ)
     if derived == _pipeline_document(loaded.path):
         check_inputs(loaded, environ)
-        commands += mask_registry_secrets(loaded, environ) + sign_secret_masks(loaded.pipeline.sign, environ)
+        commands += mask_commands(loaded.pipeline, environ)
         return loaded.path, commands
     # Beside the original, because relative paths and the git repository are found from the config's folder;
     # untracked, so the tree does not count as dirty.
@@ -523,8 +517,7 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     except ConfigError:
         target.unlink()  # the cleanup step knows only a config the step gave as its output
         raise
-    commands += mask_registry_secrets(derived_config, environ)
-    commands += sign_secret_masks(derived_config.pipeline.sign, environ)
+    commands += mask_commands(derived_config.pipeline, environ)
     return target, commands
 
 

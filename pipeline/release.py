@@ -117,7 +117,7 @@ def release(
     """
     environ = os.environ if environ is None else environ
     started = time.monotonic()
-    mask_secrets(config.pipeline.registries, environ)
+    mask_secrets(config.pipeline, environ)
 
     def planned() -> Plan:
         # Dirtiness is judged here and refused later (require_clean), after the report exists.

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.config import LoadedConfig, RegistryConfig, SignConfig
 from pipeline.errors import PipelineError, SignError
-from pipeline.github import on_actions, sign_secret_masks
+from pipeline.github import on_actions
 from pipeline.report import ReleaseReport
 from pipeline.sign.cosign import (
     SCHEME,
@@ -123,9 +123,6 @@ def start_signer(config: LoadedConfig, environ: Mapping[str, str]) -> Callable[[
             "password in it (empty for a key without one)"
         )
     secrets = {settings.key_env: environ[settings.key_env], "COSIGN_PASSWORD": environ[settings.password_env]}
-    if on_actions(environ):  # before anything could print them
-        for command in sign_secret_masks(settings, environ):
-            print(command)
 
     def ready() -> Signer:
         signer = Signer(ensure_cosign(), settings, secrets)
