@@ -470,6 +470,16 @@ def test_hadolint_ignore_silences_the_twin(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Second held-out corpus (53 public Dockerfiles judged before any change): each wrong kind, the miss, the crash
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_exposed_port_without_entrypoint_or_cmd_is_judged_not_crashed() -> None:
+    # EXPOSE but no ENTRYPOINT/CMD: the base's program runs a service, as root.
+    assert "PL310" in codes("FROM ruby:3.3\nWORKDIR /app\nCOPY . .\nEXPOSE 3000\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # No crash on odd input (the corpus measure counts crashes; this keeps it at 0 for shapes it did not have)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -489,6 +499,7 @@ _PIECES = [
     "ENV A=1 B",
     "RUN echo 'unbalanced",
     "RUN yarn --cwd",
+    "EXPOSE 80",
 ]
 
 

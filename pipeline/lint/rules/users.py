@@ -178,7 +178,8 @@ def _drops_root(model: BuildModel, shipped: list[Stage], program: list[str], has
         return any(_drops(c) for c in commands(script))
     # The script is not readable here: a privilege-dropping tool installed in the image, or a user created
     # but never switched to with USER, says that the entrypoint script switches to it.
-    created = not has_user and _is_script(program[0]) and _creates_user(model, shipped)
+    # No program at all (an EXPOSE but no ENTRYPOINT/CMD): nothing to read, so nothing that drops root.
+    created = not has_user and bool(program) and _is_script(program[0]) and _creates_user(model, shipped)
     return _installs_dropper(model, shipped) or created
 
 
