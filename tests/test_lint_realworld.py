@@ -479,6 +479,43 @@ def test_exposed_port_without_entrypoint_or_cmd_is_judged_not_crashed() -> None:
     assert "PL310" in codes("FROM ruby:3.3\nWORKDIR /app\nCOPY . .\nEXPOSE 3000\n")
 
 
+def test_apache_started_by_apache2ctl_drops_root_itself() -> None:
+    text = 'FROM php:8.3-apache\nCOPY . /var/www/html\nCMD ["apache2ctl", "-D", "FOREGROUND"]\n'
+    assert "PL310" not in codes(text)
+
+
+def test_chiseled_images_run_as_a_non_root_user() -> None:
+    ship = 'FROM mcr.microsoft.com/dotnet/aspnet:8.0-{variant}\nCOPY app /app\nENTRYPOINT ["/app/api"]\n'
+    assert "PL310" not in codes(ship.format(variant="jammy-chiseled"))
+    assert "PL310" in codes(ship.format(variant="alpine"))
+
+
+def test_build_daemon_needs_root() -> None:
+    assert "PL310" not in codes('FROM alpine:3.20\nCOPY buildkitd /usr/bin/\nENTRYPOINT ["buildkitd"]\n')
+
+
+@pytest.mark.parametrize(
+    ("base", "moves"),
+    [("debian:wheezy", False), ("node:carbon", False), ("node:hydrogen-alpine", False), ("debian:sid", True)],
+)
+def test_release_codenames_name_a_version(base: str, moves: bool) -> None:
+    assert ("PL302" in codes(f"FROM {base}\nUSER 1\n")) is moves
+
+
+def test_asking_a_package_manager_its_version_is_not_an_install() -> None:
+    smoke = "FROM node:20.11\nCOPY . .\nRUN yarn --version && bundle -v\nUSER 1\n"
+    assert codes(smoke) & {"PL101", "PL205"} == set()
+    assert {"PL101", "PL205"} <= codes("FROM node:20.11\nCOPY . .\nRUN yarn\nUSER 1\n")
+
+
+def test_offline_install_from_a_fetched_store_downloads_nothing() -> None:
+    text = (
+        "FROM node:20.11\nCOPY pnpm-lock.yaml ./\nRUN pnpm fetch\nCOPY . .\n"
+        "RUN pnpm install --offline\nUSER 1\n"
+    )
+    assert [f.line for f in found(text) if f.code == "PL205"] == [3]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # No crash on odd input (the corpus measure counts crashes; this keeps it at 0 for shapes it did not have)
 # ---------------------------------------------------------------------------------------------------------
