@@ -516,6 +516,28 @@ def test_offline_install_from_a_fetched_store_downloads_nothing() -> None:
     assert [f.line for f in found(text) if f.code == "PL205"] == [3]
 
 
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        "FROM --platform=$BUILDPLATFORM tonistiigi/xx:golang AS xx\n{build}COPY --from=xx / /\n",
+        "{build}COPY --from=tonistiigi/xx:1.4 / /\nRUN xx-go --wrap\n",
+    ],
+)
+def test_go_wrapped_by_xx_builds_for_the_target(wrapper: str) -> None:
+    build = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n"
+    head = wrapper.format(build=build)
+    compile_ = "COPY . .\nRUN go build -o /out .\n"
+    assert "PL502" not in codes(head + "ARG TARGETPLATFORM\n" + compile_ + SHIP)
+    # The wrapper reads TARGETPLATFORM from the environment: without the ARG it builds for the build machine.
+    assert "PL502" in codes(head + compile_ + SHIP)
+
+
+def test_cargo_src_folder_is_the_sources_not_a_workspace_member() -> None:
+    build = "FROM rust:1.80 AS build\nCOPY Cargo.toml Cargo.lock ./\nCOPY {folder} ./{folder}\nRUN cargo build --release\n"
+    assert "PL101" in codes(build.format(folder="src") + SHIP)
+    assert "PL101" not in codes(build.format(folder="api") + SHIP)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # No crash on odd input (the corpus measure counts crashes; this keeps it at 0 for shapes it did not have)
 # ---------------------------------------------------------------------------------------------------------
