@@ -480,7 +480,12 @@ public_key = "{public_key}"
         assert json.loads((project / "release.json").read_text())["images"] == []  # nothing smoke-tested
 
         # 3. The rerun of the same digest completes it: signed and attested everywhere, then tagged.
+        calls_before = len(argv_log.read_text().splitlines())
         done = run_pipeline(project, "release", "--digest", f"{IMAGE}={digest}", env=env)
+        # Three key decryptions for two registries (key check, one signature, one attestation); the other
+        # cosign runs only attach what was made.
+        keyed = [c for c in argv_log.read_text().splitlines()[calls_before:] if f"env://{KEY_ENV}" in c]
+        assert sorted(c.split()[0] for c in keyed) == ["attest", "public-key", "sign"], keyed
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, outputs[-1][-3000:]
         report_text = (project / "release.json").read_text()
@@ -690,7 +695,7 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
     assert digest is not None
     proxy = make_fault_proxy(open_registry.url)
     registry = RegistryConfig(name="private", url=f"{proxy.url}/test")
-    repository = f"{proxy.url}/test/base"
+    repository = registry.repository("base")
     settings = SignConfig(method="key", key_env=KEY_ENV, password_env=PASSWORD_ENV)
     signer = Signer(ensure_cosign(), settings, {KEY_ENV: key, "COSIGN_PASSWORD": password})
 
@@ -699,7 +704,7 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
 
     before = signature_tags()
     # 1. A gate that fails: what was made ahead is dropped, nothing reached the registry, no cosign is left.
-    dropped = SigningAhead(signer, [(registry, repository)], digest)
+    dropped = SigningAhead(signer, "base", [registry], digest)
     _wait_until(lambda: bool(proxy.requests(method="GET", path="/manifests/")))  # cosign is at work
     time.sleep(1.0)
     dropped.cancel()
@@ -710,7 +715,7 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
     # 2. The registry fails while the signature is made ahead: after the gate it is made again (the warning
     # says so), and uploaded with the attestation; the cosign CLI accepts both.
     proxy.always_fail("503", method="GET", path="/manifests/")
-    signing = SigningAhead(signer, [(registry, repository)], digest)
+    signing = SigningAhead(signer, "base", [registry], digest)
     # The signature's cosign reads the manifest and gives up; the attestation's (a digest needs no lookup)
     # opens the key and waits for its predicate, so it meets the healed registry.
     _wait_until(lambda: not [line for line in _processes_naming(repository) if "--upload=false" in line])

@@ -10,15 +10,17 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import LoadedConfig, RegistryConfig, SignConfig
+from pipeline.config import DOCKER_HUB_HOSTS, LoadedConfig, RegistryConfig, SignConfig
+from pipeline.distribution import copy_small_image
 from pipeline.errors import PipelineError, SignError
 from pipeline.github import on_actions
+from pipeline.publish import registry_client, repository_path
 from pipeline.report import ReleaseReport
 from pipeline.sign.cosign import (
     SCHEME,
@@ -193,7 +195,9 @@ class _Started:
     """One cosign process started before the gate opens. Its output goes to a file: nothing reads it until
     the gate has passed, and a pipe left unread could fill and stall it."""
 
-    def __init__(self, signer: Signer, args: Sequence[str], what: str, output: Path, *, stdin: bool) -> None:
+    def __init__(
+        self, signer: Signer, args: Sequence[str], what: str, output: Path, *, stdin: bool = False
+    ) -> None:
         self.what, self.output = what, output
         with output.open("w") as sink:
             self.process = subprocess.Popen(
@@ -223,120 +227,190 @@ class _Started:
 
 
 class SigningAhead:
-    """One index digest's signatures and attestations in every registry, made while its smoke tests run and
-    uploaded only once every smoke test of the run passed (`publish`), or dropped (`cancel`).
+    """One index digest's signature and attestation, made while its smoke tests run and uploaded to every
+    registry only once every smoke test of the run passed (`publish`), or dropped (`cancel`).
 
-    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second).
-    Made after the gate, those decryptions stood between the last smoke test and the first tag. Ahead, a
-    signature is made with `--upload=false` and attached later (no key needed then), and an attestation's
-    cosign opens the key, then waits for the predicate on its standard input. Nothing reaches a registry or
-    Rekor before the gate passes: keyless signing, and key signatures recorded in Rekor, wait for the gate
-    (cosign would record them in Rekor at once, and a Fulcio certificate expires in ten minutes)."""
+    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second),
+    and on a small runner CPU is what the smoke tests need. So an image costs three decryptions whatever the
+    number of registries (the key check before the build, one signature, one attestation), and the two
+    after the build happen while the smoke tests run:
+    - the signature is made for the *primary* registry with `cosign sign --upload=false`, and after the gate
+      `cosign attach signature` (no key) puts it in every registry;
+    - the attestation's `cosign attest --predicate -` opens the key, then waits for the smoke results on
+      its standard input; after the gate it uploads to the primary, and the registry API copies that tag
+      to the others.
+    Their payloads name the primary's repository in every registry, as after `cosign copy`: cosign checks
+    the digest, not the name. The primary is the first registry that is not Docker Hub, whose manifest
+    reads count as pulls. Nothing reaches a registry or Rekor before the gate: keyless signing, and key
+    signatures recorded in Rekor, are made after it (cosign would record them in Rekor at once, and a
+    Fulcio certificate lasts ten minutes)."""
 
     def __init__(
-        self, signer: Signer, repositories: Sequence[tuple[RegistryConfig, str]], digest: str
+        self,
+        signer: Signer,
+        image: str,
+        registries: Sequence[RegistryConfig],
+        digest: str,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.signer, self.digest, self.repositories = signer, digest, list(repositories)
+        self.signer, self.image, self.digest, self.environ = signer, image, digest, environ
+        self.registries = list(registries)
+        self.primary = next((r for r in registries if r.host not in DOCKER_HUB_HOSTS), registries[0])
         self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-sign-")
-        self._signatures: dict[str, tuple[_Started, Held]] = {}
-        self._attestations: dict[str, _Started] = {}
+        self._signature: tuple[_Started, Held] | None = None
+        self._attestation: _Started | None = None
         self._published = False
         if signer.method != "key":
             return
-        for number, (registry, repository) in enumerate(self.repositories):
-            reference, where = f"{repository}@{digest}", Path(self._scratch.name) / str(number)
-            if not signer.settings.tlog_upload:
-                held = Held(where.with_suffix(".sig"), where.with_suffix(".payload"))
-                args = signer.sign_command(reference, registry.insecure, held=held)
-                started = _Started(
-                    signer, args, f"signing {reference}", where.with_suffix(".sign.log"), stdin=False
-                )
-                self._signatures[registry.name] = (started, held)
-            if signer.settings.attest:
-                args = signer.attest_command(reference, None, registry.insecure)
-                what = f"attesting {reference}"
-                self._attestations[registry.name] = _Started(
-                    signer, args, what, where.with_suffix(".attest.log"), stdin=True
-                )
+        reference, scratch = self.reference(self.primary), Path(self._scratch.name)
+        insecure = self.primary.insecure
+        if not signer.settings.tlog_upload:
+            held = Held(scratch / "signature", scratch / "payload.json")
+            args = signer.sign_command(reference, insecure, held=held)
+            self._signature = (_Started(signer, args, f"signing {reference}", scratch / "sign.log"), held)
+        if signer.settings.attest:
+            args = signer.attest_command(reference, None, insecure)
+            self._attestation = _Started(
+                signer, args, f"attesting {reference}", scratch / "attest.log", stdin=True
+            )
+
+    def reference(self, registry: RegistryConfig) -> str:
+        return f"{registry.repository(self.image)}@{self.digest}"
 
     def publish(self, predicate: str | None) -> list[SignRecord]:
-        """Upload (or make now) every signature, and attest `predicate` (JSON) where given; every outcome
-        is returned, none raised, so that the report says what was signed where."""
-        records = [SignRecord(r.name, f"{repository}@{self.digest}") for r, repository in self.repositories]
-        path = Path(self._scratch.name) / "predicate.json"
-        path.write_text(predicate or "")
-        # Signature and attestation live under different tags: all of them at once (cosign mostly waits).
-        with ThreadPoolExecutor(max_workers=2 * len(records) or 1) as pool:
-            for record, (registry, repository) in zip(records, self.repositories, strict=True):
-                pool.submit(self._signature, record, registry, repository)
-                if predicate is not None:
-                    pool.submit(self._attestation, record, registry, repository, predicate, path)
+        """Sign in every registry, and attest `predicate` (JSON) where given; every outcome is returned,
+        none raised, so that the report says what was signed where."""
+        records = {r.name: SignRecord(r.name, self.reference(r)) for r in self.registries}
+        with ThreadPoolExecutor(max_workers=2) as pool:  # signature and attestation: different tags
+            pool.submit(self._sign_everywhere, records)
+            if predicate is not None:
+                pool.submit(self._attest_everywhere, records, predicate)
         self._published = True
         self.cancel()
-        return records
+        return list(records.values())
 
     def cancel(self) -> None:
         """Drop what was made ahead (a failed gate); after `publish`, only the scratch files go."""
-        started = [*(s for s, _ in self._signatures.values()), *self._attestations.values()]
+        started = [run for run in (self._signature and self._signature[0], self._attestation) if run]
         for run in started:
             run.kill()
         if started and not self._published:
             self._published = True  # said once
             log.warning(
                 "dropped the signature%s made ahead of the gate for %s (nothing was uploaded)",
-                " and attestation" if self._attestations else "",
+                " and attestation" if self._attestation else "",
                 self.digest,
             )
         self._scratch.cleanup()
 
-    def _signature(self, record: SignRecord, registry: RegistryConfig, repository: str) -> None:
+    # -- signatures --------------------------------------------------------------------------------------
+
+    def _sign_everywhere(self, records: dict[str, SignRecord]) -> None:
         try:
-            ahead = self._signatures.get(registry.name)
-            if ahead is None:
-                self.signer.sign(record.reference, registry.insecure)
-            elif not self._finished(
-                ahead[0], None, lambda: self.signer.sign(record.reference, registry.insecure)
-            ):
-                args = attach_signature_args(record.reference, ahead[1], insecure=registry.insecure)
+            held = self._held_signature()
+        except PipelineError as error:
+            _fail(records.values(), error)
+            return
+        if held is None:
+            self._sign_now(records)
+            return
+
+        def attach(registry: RegistryConfig) -> None:
+            record = records[registry.name]
+            args = attach_signature_args(record.reference, held, insecure=registry.insecure)
+            try:
                 run_cosign(
                     self.signer.cosign,
                     args,
                     self.signer.env(),
                     f"uploading the signature of {record.reference}",
                 )
-            record.signature = f"{repository}:{signature_tag(self.digest, 'sig')}"
-        except PipelineError as error:
-            record.error = record.error or str(error)
+                record.signature = f"{registry.repository(self.image)}:{signature_tag(self.digest, 'sig')}"
+            except PipelineError as error:
+                _fail([record], error)
 
-    def _attestation(
-        self, record: SignRecord, registry: RegistryConfig, repository: str, predicate: str, path: Path
-    ) -> None:
+        with ThreadPoolExecutor(max_workers=len(self.registries)) as pool:
+            pool.map(attach, self.registries)
+
+    def _held_signature(self) -> Held | None:
+        """The signature made ahead; None when it must be made now (none was, or a registry hiccup broke it)."""
+        if self._signature is None:
+            return None
+        started, held = self._signature
+        if not _failed_for_a_while(started.finish()):
+            return held
+        return None
+
+    def _sign_now(self, records: dict[str, SignRecord]) -> None:
+        # One cosign run per `insecure` setting signs all its registries: one key decryption (or one Fulcio
+        # certificate), and each registry's payload names its own repository.
+        groups: dict[bool, list[RegistryConfig]] = {}
+        for registry in self.registries:
+            groups.setdefault(registry.insecure, []).append(registry)
+        for insecure, group in groups.items():
+            try:
+                self.signer.sign([records[r.name].reference for r in group], insecure)
+            except PipelineError as error:
+                _fail([records[r.name] for r in group], error)
+                continue
+            for registry in group:
+                records[
+                    registry.name
+                ].signature = f"{registry.repository(self.image)}:{signature_tag(self.digest, 'sig')}"
+
+    # -- attestations ------------------------------------------------------------------------------------
+
+    def _attest_everywhere(self, records: dict[str, SignRecord], predicate: str) -> None:
         try:
-            ahead = self._attestations.get(registry.name)
-
-            def again() -> None:
-                self.signer.attest(record.reference, path, registry.insecure)
-
-            if ahead is None:
-                again()
-            else:
-                self._finished(ahead, predicate, again)
-            record.attestation = f"{repository}:{signature_tag(self.digest, 'att')}"
+            self._attest_primary(predicate)
         except PipelineError as error:
-            record.error = record.error or str(error)
+            _fail(records.values(), error)
+            return
+        tag = signature_tag(self.digest, "att")
+        records[self.primary.name].attestation = f"{self.primary.repository(self.image)}:{tag}"
+        source = registry_client(self.primary, self.environ)
 
-    @staticmethod
-    def _finished(ahead: _Started, given: str | None, again: Callable[[], None]) -> bool:
-        """Finish a run started ahead; after a registry hiccup, run it again now (with retries) and say
-        so. True when `again` ran (it uploads by itself). A final error (401, bad key) is raised as is."""
-        failure = ahead.finish(given)
-        if failure is None:
-            return False
-        if not failure.transient:
-            raise failure
-        log.warning("%s (made ahead of the gate); doing it again now", failure)
-        again()
-        return True
+        def copy(registry: RegistryConfig) -> None:
+            record = records[registry.name]
+            try:
+                copy_small_image(
+                    source,
+                    repository_path(self.primary, self.image),
+                    tag,
+                    registry_client(registry, self.environ),
+                    repository_path(registry, self.image),
+                )
+                record.attestation = f"{registry.repository(self.image)}:{tag}"
+            except PipelineError as error:
+                _fail([record], error)
+
+        others = [r for r in self.registries if r is not self.primary]
+        if others:
+            with ThreadPoolExecutor(max_workers=len(others)) as pool:
+                pool.map(copy, others)
+
+    def _attest_primary(self, predicate: str) -> None:
+        if self._attestation is not None and not _failed_for_a_while(self._attestation.finish(predicate)):
+            return
+        path = Path(self._scratch.name) / "predicate.json"
+        path.write_text(predicate)
+        self.signer.attest(self.reference(self.primary), path, self.primary.insecure)
+
+
+def _failed_for_a_while(failure: CosignFailed | None) -> bool:
+    """How a run made ahead ended: False when it succeeded, True after a registry hiccup (it is done again
+    now, with retries, and the log says so); a final error (401, bad key) is raised as it is."""
+    if failure is None:
+        return False
+    if not failure.transient:
+        raise failure
+    log.warning("%s (made ahead of the gate); doing it again now", failure)
+    return True
+
+
+def _fail(records: Iterable[SignRecord], error: PipelineError) -> None:
+    for record in records:
+        record.error = record.error or str(error)
 
 
 def sign_tested(
@@ -346,6 +420,7 @@ def sign_tested(
     registries: Sequence[RegistryConfig],
     report: ReleaseReport,
     ahead: Mapping[str, SigningAhead] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """The gate's signing step: every tested (image, digest) in every registry, from what was made
     `ahead` (image -> SigningAhead) where it was. Raises when any failed, after the report says what was
@@ -362,9 +437,7 @@ def sign_tested(
                 smoke_file=config.smoke_path(config.image(image)),
             )
             predicate = json.dumps(document, indent=2) + "\n"
-        signing = (ahead or {}).get(image) or SigningAhead(
-            signer, [(r, r.repository(image)) for r in registries], digest
-        )
+        signing = (ahead or {}).get(image) or SigningAhead(signer, image, registries, digest, environ)
         records = signing.publish(predicate)
         outcome.signing = {record.registry: record.to_json() for record in records}
         failures += [record for record in records if record.error]
@@ -384,8 +457,10 @@ class GateSigning:
     (its signing work begins while its smoke tests run), `publish(...)` once every image passed, and on
     leaving without publishing (a failed gate, a signal) everything made ahead is dropped."""
 
-    def __init__(self, signer: Signer | None, registries: Sequence[RegistryConfig]) -> None:
-        self.signer, self.registries = signer, list(registries)
+    def __init__(
+        self, signer: Signer | None, registries: Sequence[RegistryConfig], environ: Mapping[str, str]
+    ) -> None:
+        self.signer, self.registries, self.environ = signer, list(registries), environ
         self.ahead: dict[str, SigningAhead] = {}
 
     def __enter__(self) -> GateSigning:
@@ -397,14 +472,13 @@ class GateSigning:
 
     def start(self, image: str, digest: str) -> None:
         if self.signer is not None:
-            repositories = [(r, r.repository(image)) for r in self.registries]
-            self.ahead[image] = SigningAhead(self.signer, repositories, digest)
+            self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest, self.environ)
 
     def publish(self, config: LoadedConfig, tested: Sequence[tuple[str, str]], report: ReleaseReport) -> None:
         """Sign and attest every tested (image, digest) everywhere, or raise (no tag may move)."""
         if self.signer is not None:
             started = time.monotonic()
             try:
-                sign_tested(self.signer, config, tested, self.registries, report, self.ahead)
+                sign_tested(self.signer, config, tested, self.registries, report, self.ahead, self.environ)
             finally:
                 report.add_timing("sign", time.monotonic() - started)
