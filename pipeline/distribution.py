@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import ssl
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -881,24 +880,3 @@ class PushStats:
     blobs_present: int = 0
     bytes_sent: int = 0
     manifests: int = 0
-
-
-def copy_small_image(
-    source: RegistryClient, source_repository: str, tag: str, target: RegistryClient, target_repository: str
-) -> str:
-    """Copy one image manifest and its blobs to another registry under the same tag; its stored digest.
-
-    For small artifacts (a cosign attestation: a config and a few KB of envelopes): each blob passes through
-    a temporary file, and only the blobs the target lacks are sent."""
-    manifest = source.get_manifest(source_repository, tag)
-    uploader = BlobUploader(target, target_repository)
-    document = manifest.document
-    with tempfile.TemporaryDirectory(prefix="pipeline-copy-") as scratch:
-        for descriptor in [document["config"], *document.get("layers", [])]:
-            digest = descriptor["digest"]
-            if uploader.blob_exists(digest):
-                continue
-            path = Path(scratch) / digest.replace(":", "-")
-            path.write_bytes(source.get_blob(source_repository, digest))
-            uploader.upload_blob(digest, path)
-    return target.put_manifest(target_repository, tag, manifest)

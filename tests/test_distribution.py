@@ -27,7 +27,6 @@ from pipeline.distribution import (
     INDEX_TYPES,
     BlobUploader,
     RegistryClient,
-    copy_small_image,
     engine_trust_gap,
     is_loopback,
 )
@@ -78,30 +77,6 @@ def test_a_second_push_sends_no_blob_again(open_registry: TestRegistry, tmp_path
     again = uploader.push_layout(layout.path, layout.index_digest)
 
     assert (again.blobs_sent, again.blobs_present, again.bytes_sent) == (0, 4, 0)
-
-
-def test_a_small_image_is_copied_to_another_registry_under_its_tag(
-    open_registry: TestRegistry, auth_registry: TestRegistry, tmp_path: Path
-) -> None:
-    """How a cosign attestation tag reaches the other registries: the same manifest bytes (so the same
-    digest) and its blobs, sent once, to a registry that wants credentials."""
-    layout = write_oci_layout(tmp_path)
-    source_repository, target_repository = unique_repository(), unique_repository()
-    source = RegistryClient(open_registry.url)
-    BlobUploader(source, source_repository).push_layout(layout.path, layout.index_digest)
-    child = source.get_manifest(source_repository, layout.index_digest).document["manifests"][0]["digest"]
-    tag = f"{child.replace(':', '-')}.att"
-    source.tag(source_repository, child, [tag])
-    target = RegistryClient(auth_registry.url, auth_registry.credentials, name="hub")
-
-    assert copy_small_image(source, source_repository, tag, target, target_repository) == child
-    assert target.manifest_digest(target_repository, tag) == child
-    uploader = BlobUploader(target, target_repository)
-    document = target.get_manifest(target_repository, tag).document
-    assert all(uploader.blob_exists(d["digest"]) for d in [document["config"], *document["layers"]])
-    anonymous = RegistryClient(auth_registry.url)
-    with pytest.raises(AuthError):
-        copy_small_image(source, source_repository, tag, anonymous, unique_repository())
 
 
 def test_chunked_upload_head_and_streamed_blob_pass_the_proxy(

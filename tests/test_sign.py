@@ -482,10 +482,13 @@ public_key = "{public_key}"
         # 3. The rerun of the same digest completes it: signed and attested everywhere, then tagged.
         calls_before = len(argv_log.read_text().splitlines())
         done = run_pipeline(project, "release", "--digest", f"{IMAGE}={digest}", env=env)
-        # Three key decryptions for two registries (key check, one signature, one attestation); the other
-        # cosign runs only attach what was made.
+        # Key decryptions for two registries: the key check, one signature (attached everywhere without
+        # the key), one attestation per registry; the other cosign runs only attach.
         keyed = [c for c in argv_log.read_text().splitlines()[calls_before:] if f"env://{KEY_ENV}" in c]
-        assert sorted(c.split()[0] for c in keyed) == ["attest", "public-key", "sign"], keyed
+        assert sorted(c.split()[0] for c in keyed) == ["attest", "attest", "public-key", "sign"], keyed
+        assert (
+            len([c for c in argv_log.read_text().splitlines()[calls_before:] if c.startswith("attach")]) == 2
+        )
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, outputs[-1][-3000:]
         report_text = (project / "release.json").read_text()
@@ -766,7 +769,7 @@ def test_a_failed_gate_uploads_no_signature_made_ahead(
     assert "--upload=false" in recorded and "--predicate -" in recorded, recorded
     # ... and never uploaded: no attach, no signature or attestation tag, no cosign left running.
     assert "attach" not in recorded
-    assert "dropped the signature and attestation made ahead of the gate" in result.stderr
+    assert "dropped the signature and attestations made ahead of the gate" in result.stderr
     assert [
         t for t in RegistryClient(open_registry.url).tags(f"{namespace}/{IMAGE}") if t.startswith("sha256-")
     ] == []

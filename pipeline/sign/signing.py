@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import DOCKER_HUB_HOSTS, LoadedConfig, RegistryConfig, SignConfig
-from pipeline.distribution import copy_small_image
+from pipeline.config import LoadedConfig, RegistryConfig, SignConfig
 from pipeline.errors import PipelineError, SignError
 from pipeline.github import on_actions
-from pipeline.publish import registry_client, repository_path
 from pipeline.report import ReleaseReport
 from pipeline.sign.cosign import (
     SCHEME,
@@ -227,52 +225,42 @@ class _Started:
 
 
 class SigningAhead:
-    """One index digest's signature and attestation, made while its smoke tests run and uploaded to every
+    """One index digest's signature and attestations, made while its smoke tests run and uploaded to every
     registry only once every smoke test of the run passed (`publish`), or dropped (`cancel`).
 
-    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second),
-    and on a small runner CPU is what the smoke tests need. So an image costs three decryptions whatever the
-    number of registries (the key check before the build, one signature, one attestation), and the two
-    after the build happen while the smoke tests run:
-    - the signature is made for the *primary* registry with `cosign sign --upload=false`, and after the gate
-      `cosign attach signature` (no key) puts it in every registry;
-    - the attestation's `cosign attest --predicate -` opens the key, then waits for the smoke results on
-      its standard input; after the gate it uploads to the primary, and the registry API copies that tag
-      to the others.
-    Their payloads name the primary's repository in every registry, as after `cosign copy`: cosign checks
-    the digest, not the name. The primary is the first registry that is not Docker Hub, whose manifest
-    reads count as pulls. Nothing reaches a registry or Rekor before the gate: keyless signing, and key
+    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second).
+    Made after the gate, those runs stood between the last smoke test and the first tag. Ahead:
+    - one signature, made with `cosign sign --upload=false` for the first registry, is put in every registry
+      after the gate by `cosign attach signature` (no key). Its payload names the first registry's
+      repository everywhere, as after `cosign copy`: cosign checks the digest, not the name;
+    - each registry's `cosign attest --predicate -` opens the key, then waits for the smoke results on its
+      standard input; after the gate they all upload at once (an attestation names its own repository).
+    So an image costs 2 + N key decryptions for N registries (with the key check before the build), none
+    of them after the gate. Nothing reaches a registry or Rekor before the gate: keyless signing, and key
     signatures recorded in Rekor, are made after it (cosign would record them in Rekor at once, and a
     Fulcio certificate lasts ten minutes)."""
 
-    def __init__(
-        self,
-        signer: Signer,
-        image: str,
-        registries: Sequence[RegistryConfig],
-        digest: str,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.signer, self.image, self.digest, self.environ = signer, image, digest, environ
+    def __init__(self, signer: Signer, image: str, registries: Sequence[RegistryConfig], digest: str) -> None:
+        self.signer, self.image, self.digest = signer, image, digest
         self.registries = list(registries)
-        self.primary = next((r for r in registries if r.host not in DOCKER_HUB_HOSTS), registries[0])
         self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-sign-")
         self._signature: tuple[_Started, Held] | None = None
-        self._attestation: _Started | None = None
+        self._attestations: dict[str, _Started] = {}
         self._published = False
         if signer.method != "key":
             return
-        reference, scratch = self.reference(self.primary), Path(self._scratch.name)
-        insecure = self.primary.insecure
+        scratch = Path(self._scratch.name)
         if not signer.settings.tlog_upload:
+            first = self.registries[0]
             held = Held(scratch / "signature", scratch / "payload.json")
-            args = signer.sign_command(reference, insecure, held=held)
-            self._signature = (_Started(signer, args, f"signing {reference}", scratch / "sign.log"), held)
+            args = signer.sign_command(self.reference(first), first.insecure, held=held)
+            what = f"signing {self.reference(first)}"
+            self._signature = (_Started(signer, args, what, scratch / "sign.log"), held)
         if signer.settings.attest:
-            args = signer.attest_command(reference, None, insecure)
-            self._attestation = _Started(
-                signer, args, f"attesting {reference}", scratch / "attest.log", stdin=True
-            )
+            for number, registry in enumerate(self.registries):
+                args = signer.attest_command(self.reference(registry), None, registry.insecure)
+                what, output = f"attesting {self.reference(registry)}", scratch / f"attest-{number}.log"
+                self._attestations[registry.name] = _Started(signer, args, what, output, stdin=True)
 
     def reference(self, registry: RegistryConfig) -> str:
         return f"{registry.repository(self.image)}@{self.digest}"
@@ -291,14 +279,14 @@ class SigningAhead:
 
     def cancel(self) -> None:
         """Drop what was made ahead (a failed gate); after `publish`, only the scratch files go."""
-        started = [run for run in (self._signature and self._signature[0], self._attestation) if run]
+        started = [*(self._signature[:1] if self._signature else ()), *self._attestations.values()]
         for run in started:
             run.kill()
         if started and not self._published:
             self._published = True  # said once
             log.warning(
                 "dropped the signature%s made ahead of the gate for %s (nothing was uploaded)",
-                " and attestation" if self._attestation else "",
+                " and attestations" if self._attestations else "",
                 self.digest,
             )
         self._scratch.cleanup()
@@ -361,40 +349,20 @@ class SigningAhead:
     # -- attestations ------------------------------------------------------------------------------------
 
     def _attest_everywhere(self, records: dict[str, SignRecord], predicate: str) -> None:
-        try:
-            self._attest_primary(predicate)
-        except PipelineError as error:
-            _fail(records.values(), error)
-            return
-        tag = signature_tag(self.digest, "att")
-        records[self.primary.name].attestation = f"{self.primary.repository(self.image)}:{tag}"
-        source = registry_client(self.primary, self.environ)
+        path = Path(self._scratch.name) / "predicate.json"
+        path.write_text(predicate)
 
-        def copy(registry: RegistryConfig) -> None:
-            record = records[registry.name]
+        def attest(registry: RegistryConfig) -> None:
+            record, ahead = records[registry.name], self._attestations.get(registry.name)
             try:
-                copy_small_image(
-                    source,
-                    repository_path(self.primary, self.image),
-                    tag,
-                    registry_client(registry, self.environ),
-                    repository_path(registry, self.image),
-                )
-                record.attestation = f"{registry.repository(self.image)}:{tag}"
+                if ahead is None or _failed_for_a_while(ahead.finish(predicate)):
+                    self.signer.attest(record.reference, path, registry.insecure)
+                record.attestation = f"{registry.repository(self.image)}:{signature_tag(self.digest, 'att')}"
             except PipelineError as error:
                 _fail([record], error)
 
-        others = [r for r in self.registries if r is not self.primary]
-        if others:
-            with ThreadPoolExecutor(max_workers=len(others)) as pool:
-                pool.map(copy, others)
-
-    def _attest_primary(self, predicate: str) -> None:
-        if self._attestation is not None and not _failed_for_a_while(self._attestation.finish(predicate)):
-            return
-        path = Path(self._scratch.name) / "predicate.json"
-        path.write_text(predicate)
-        self.signer.attest(self.reference(self.primary), path, self.primary.insecure)
+        with ThreadPoolExecutor(max_workers=len(self.registries)) as pool:
+            pool.map(attest, self.registries)
 
 
 def _failed_for_a_while(failure: CosignFailed | None) -> bool:
@@ -420,7 +388,6 @@ def sign_tested(
     registries: Sequence[RegistryConfig],
     report: ReleaseReport,
     ahead: Mapping[str, SigningAhead] | None = None,
-    environ: Mapping[str, str] | None = None,
 ) -> None:
     """The gate's signing step: every tested (image, digest) in every registry, from what was made
     `ahead` (image -> SigningAhead) where it was. Raises when any failed, after the report says what was
@@ -437,7 +404,7 @@ def sign_tested(
                 smoke_file=config.smoke_path(config.image(image)),
             )
             predicate = json.dumps(document, indent=2) + "\n"
-        signing = (ahead or {}).get(image) or SigningAhead(signer, image, registries, digest, environ)
+        signing = (ahead or {}).get(image) or SigningAhead(signer, image, registries, digest)
         records = signing.publish(predicate)
         outcome.signing = {record.registry: record.to_json() for record in records}
         failures += [record for record in records if record.error]
@@ -457,10 +424,8 @@ class GateSigning:
     (its signing work begins while its smoke tests run), `publish(...)` once every image passed, and on
     leaving without publishing (a failed gate, a signal) everything made ahead is dropped."""
 
-    def __init__(
-        self, signer: Signer | None, registries: Sequence[RegistryConfig], environ: Mapping[str, str]
-    ) -> None:
-        self.signer, self.registries, self.environ = signer, list(registries), environ
+    def __init__(self, signer: Signer | None, registries: Sequence[RegistryConfig]) -> None:
+        self.signer, self.registries = signer, list(registries)
         self.ahead: dict[str, SigningAhead] = {}
 
     def __enter__(self) -> GateSigning:
@@ -472,13 +437,13 @@ class GateSigning:
 
     def start(self, image: str, digest: str) -> None:
         if self.signer is not None:
-            self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest, self.environ)
+            self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest)
 
     def publish(self, config: LoadedConfig, tested: Sequence[tuple[str, str]], report: ReleaseReport) -> None:
         """Sign and attest every tested (image, digest) everywhere, or raise (no tag may move)."""
         if self.signer is not None:
             started = time.monotonic()
             try:
-                sign_tested(self.signer, config, tested, self.registries, report, self.ahead, self.environ)
+                sign_tested(self.signer, config, tested, self.registries, report, self.ahead)
             finally:
                 report.add_timing("sign", time.monotonic() - started)
