@@ -29,8 +29,8 @@ COMMANDS = {
     "lint": "pipeline.lint",
     "registry": "pipeline.registry",
     "engine": "pipeline.engine",
-    "verify": "pipeline.sign",
-    "cosign": "pipeline.sign",
+    "verify": "pipeline.sign.cli",
+    "cosign": "pipeline.sign.cli",
     "deploy": "pipeline.deploy",
 }
 

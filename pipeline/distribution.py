@@ -665,7 +665,8 @@ class RegistryClient:
         stored: str = response.headers.get("docker-content-digest", manifest.digest)
         return stored
 
-    def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes, held in memory: for configs and other small blobs, never for layers."""
         response = self._request(
             "GET", f"/v2/{repository}/blobs/{_reference(digest)}", f"repository:{repository}:pull"
         )
@@ -673,7 +674,10 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {self.name}: blob {repository}@{digest} answered {response.status_code}"
             )
-        parsed: dict[str, Any] = response.json()
+        return response.content
+
+    def get_blob_json(self, repository: str, digest: str) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.get_blob(repository, digest))
         return parsed
 
     def tag(self, repository: str, digest: str, tags: list[str], manifest: Manifest | None = None) -> None:

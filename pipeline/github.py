@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config import RegistryConfig
+from pipeline.config import PipelineConfig
 from pipeline.report import ReleaseReport, signing_line, smoke_rows
 
 # The config the action derives from its inputs, next to the project's own: the pipeline's file, not the
@@ -19,13 +19,22 @@ def on_actions(environ: Mapping[str, str]) -> bool:
     return environ.get("GITHUB_ACTIONS") == "true"
 
 
-def mask_secrets(registries: Sequence[RegistryConfig], environ: Mapping[str, str]) -> None:
-    """`::add-mask::` every password the config points to, before anything could print it."""
-    if not on_actions(environ):
-        return
-    for registry in registries:
-        if registry.password_env and environ.get(registry.password_env):
-            print(f"::add-mask::{environ[registry.password_env]}")
+def mask_commands(config: PipelineConfig, environ: Mapping[str, str]) -> list[str]:
+    """`::add-mask::` for every secret the config names: registry passwords, the cosign key and its password.
+    GitHub masks one line per command, so a PEM is masked line by line. User names are not secrets: a masked
+    user name (often the namespace too) would make GitHub drop every output that names an image."""
+    values = [environ.get(r.password_env or "", "") for r in config.registries]
+    if config.sign.method == "key":
+        values += environ.get(config.sign.key_env or "", "").splitlines()
+        values.append(environ.get(config.sign.password_env or "", ""))
+    return [f"::add-mask::{value}" for value in dict.fromkeys(values) if value]
+
+
+def mask_secrets(config: PipelineConfig, environ: Mapping[str, str]) -> None:
+    """Print `mask_commands` on GitHub Actions, before anything could print a secret."""
+    if on_actions(environ):
+        for command in mask_commands(config, environ):
+            print(command)
 
 
 def annotation(level: str, message: str, *, file: str | None = None, line: int | None = None) -> str:

@@ -3,8 +3,8 @@
 `python -m pipeline.github_annotate prepare`  validates the config and the inputs (one `::error` naming the
     file and line, or the input, on failure), masks the passwords and build secrets, applies the inputs
     (registries, platforms, tags, labels, annotations, build args, target, cache, attestations, build secret
-    ids, registry-auths logins) as a derived config beside the original, and gives its path as the step
-    output `config`.
+    ids, registry-auths logins, signing) as a derived config beside the original, and gives its path as the
+    step output `config`, and whether the release will sign as `install-cosign`.
 `python -m pipeline.github_annotate run -- ARGS`  runs `python -m pipeline ARGS` (build secrets and logins
     in its environment), streams both of its outputs, and turns its lint findings and its `error:` line into
     annotations on the file and line they name.
@@ -34,7 +34,7 @@ import yaml
 
 from pipeline.config import SUPPORTED_PLATFORMS, LoadedConfig, find_config, load_config
 from pipeline.errors import ConfigError
-from pipeline.github import DERIVED_CONFIG_NAME, annotation
+from pipeline.github import DERIVED_CONFIG_NAME, annotation, mask_commands
 from pipeline.process import run_streaming
 
 # Native GitHub-hosted runners per platform; anything else builds under QEMU on the amd64 runner.
@@ -326,6 +326,49 @@ def apply_build_inputs(derived: dict[str, Any], environ: Mapping[str, str]) -> d
     return derived
 
 
+# The variables a signing key travels in when neither the input nor the config names others: the key as
+# `cosign generate-key-pair` writes it, and the password under the name cosign itself reads.
+DEFAULT_SIGN_KEY_ENV = "COSIGN_PRIVATE_KEY"
+DEFAULT_SIGN_PASSWORD_ENV = "COSIGN_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
+
+
+def apply_sign_inputs(derived: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The `sign` input (key, keyless, or empty for the config's `[sign] method`) and, for a key, the names of
+    the variables that hold it (inputs `sign-key-env`/`sign-password-env`, else the config's, else the
+    defaults). Only names: the key and its password stay in the step's environment."""
+    method = environ.get("PIPELINE_INPUT_SIGN", "").strip().lower()
+    if method not in ("", "key", "keyless"):
+        raise ConfigError(f"input sign: {method!r} is not key, keyless or empty")
+    sign = dict(derived.get("sign", {}))
+    if method:
+        sign["method"] = method
+    if sign.get("method") == "keyless":
+        # A key the config names for local runs does not apply when the inputs switch to keyless.
+        sign.pop("key_env", None)
+        sign.pop("password_env", None)
+    elif sign.get("method") == "key":
+        for key, variable, default in (
+            ("key_env", "PIPELINE_INPUT_SIGN_KEY_ENV", DEFAULT_SIGN_KEY_ENV),
+            ("password_env", "PIPELINE_INPUT_SIGN_PASSWORD_ENV", DEFAULT_SIGN_PASSWORD_ENV),
+        ):
+            sign[key] = environ.get(variable, "").strip() or sign.get(key) or default
+    if sign:
+        derived = {**derived, "sign": sign}
+    return derived
+
+
+def install_cosign(config: LoadedConfig, environ: Mapping[str, str]) -> bool:
+    """Whether the action should install cosign: the release signs (a method, pushing, not a dry run) and the
+    `install-cosign` input is not false (then cosign on PATH, $PIPELINE_COSIGN or the provisioned one)."""
+    wanted = _switch("install-cosign", environ.get("PIPELINE_INPUT_INSTALL_COSIGN", ""))
+    return (
+        wanted is not False
+        and config.pipeline.sign.method is not None
+        and environ.get("PIPELINE_INPUT_PUSH", "true").strip().lower() != "false"
+        and environ.get("PIPELINE_INPUT_DRY_RUN", "false").strip().lower() != "true"
+    )
+
+
 def secret_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The build secrets and registry logins of the inputs, as the variables the derived config names."""
     values = {
@@ -427,12 +470,6 @@ def _append_output(environ: Mapping[str, str], name: str, value: str) -> None:
         handle.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
 
 
-def mask_registry_secrets(config: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
-    """`::add-mask::` each password the config names, before any later step could print it."""
-    values = [environ.get(r.password_env or "", "") for r in config.pipeline.registries]
-    return [f"::add-mask::{value}" for value in values if value]
-
-
 def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     """Validate, mask, derive. Returns the config path to use and the workflow commands to print."""
     given = environ.get("PIPELINE_INPUT_CONFIG", "").strip()
@@ -453,6 +490,8 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
         raise ConfigError(
             f"input platforms: unknown platform {unknown[0]!r} (use one of {', '.join(sorted(SUPPORTED_PLATFORMS))})"
         )
+    # A typo fails here, before the derived config is written, not in the step after.
+    _switch("install-cosign", environ.get("PIPELINE_INPUT_INSTALL_COSIGN", ""))
     derived = derive_document(
         _pipeline_document(loaded.path),
         registries_toml=registries_toml,
@@ -460,9 +499,10 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
         platforms=platforms,
     )
     derived = apply_registry_auths(apply_build_inputs(derived, environ), registry_auths(environ))
+    derived = apply_sign_inputs(derived, environ)
     if derived == _pipeline_document(loaded.path):
         check_inputs(loaded, environ)
-        commands += mask_registry_secrets(loaded, environ)
+        commands += mask_commands(loaded.pipeline, environ)
         return loaded.path, commands
     # Beside the original, because relative paths and the git repository are found from the config's folder;
     # untracked, so the tree does not count as dirty.
@@ -477,7 +517,7 @@ def prepare(environ: Mapping[str, str]) -> tuple[Path, list[str]]:
     except ConfigError:
         target.unlink()  # the cleanup step knows only a config the step gave as its output
         raise
-    commands += mask_registry_secrets(derived_config, environ)
+    commands += mask_commands(derived_config.pipeline, environ)
     return target, commands
 
 
@@ -680,6 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Step outputs rather than GITHUB_ENV: later steps opt in to them, nothing else in the job sees them.
         _append_output(environ, "config", str(path))
         _append_output(environ, "source-config", str((original or find_config(Path.cwd())).resolve()))
+        _append_output(environ, "install-cosign", str(install_cosign(load_config(path), environ)).lower())
         print(f"config: {shown_path(path, environ)}")
         return 0
     if args.command == "run":

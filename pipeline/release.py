@@ -46,7 +46,7 @@ from pipeline.publish import (
 )
 from pipeline.registry import ensure_registries, planned_registries
 from pipeline.report import ImageOutcome, ReleaseReport, print_release_table
-from pipeline.sign import require_signed_digests, sign_tested, start_signer
+from pipeline.sign import GateSigning, require_signed_digests, start_signer
 from pipeline.smoke import SmokeTarget, partial_report, run_smoke
 from pipeline.structure import load_suite
 
@@ -117,7 +117,7 @@ def release(
     """
     environ = os.environ if environ is None else environ
     started = time.monotonic()
-    mask_secrets(config.pipeline.registries, environ)
+    mask_secrets(config.pipeline, environ)
 
     def planned() -> Plan:
         # Dirtiness is judged here and refused later (require_clean), after the report exists.
@@ -182,27 +182,26 @@ def release(
                 require_signed_digests(config, digests, registries, environ)
             signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
-            for image_plan in plan.images:
-                digest = _build_push_and_smoke(
-                    config,
-                    plan,
-                    image_plan,
-                    registries,
-                    report,
-                    Path(scratch),
-                    stand_in,
-                    no_push,
-                    environ,
-                    (digests or {}).get(image_plan.name),
-                    status.builder,
-                    save,
-                )
-                tested.append((image_plan, digest))
-            # Every image of the release passed before any tag moves: no release is half promoted.
-            if signer is not None:  # signed and attested in every registry, or no tag moves
-                step = time.monotonic()
-                sign_tested(signer, config, [(p.name, d) for p, d in tested], registries, report)
-                report.add_timing("sign", time.monotonic() - step)
+            with GateSigning(signer, registries) as signing:  # made during smoke, dropped if the gate fails
+                for image_plan in plan.images:
+                    digest = _build_push_and_smoke(
+                        config,
+                        plan,
+                        image_plan,
+                        registries,
+                        report,
+                        Path(scratch),
+                        stand_in,
+                        no_push,
+                        environ,
+                        (digests or {}).get(image_plan.name),
+                        status.builder,
+                        save,
+                        signing.start,
+                    )
+                    tested.append((image_plan, digest))
+                # Every image of the release passed before any tag moves: no release is half promoted.
+                signing.publish(config, [(p.name, d) for p, d in tested], report)  # everywhere, or raises
             if not no_push:
                 _promote(report, tested, registries, environ, save)
         report.finish("local" if no_push else "published")
@@ -433,8 +432,10 @@ def _build_push_and_smoke(
     existing_digest: str | None,
     builder: str | None,
     save: Callable[[str], None],
+    on_pushed: Callable[[str, str], None],
 ) -> str:
-    """Everything before promotion for one image; returns the tested index digest."""
+    """Everything before promotion for one image; returns the tested index digest. `on_pushed(image,
+    digest)` runs once the digest is in every registry, before its smoke tests."""
     image = config.image(image_plan.name)
     outcome: ImageOutcome = report.add_image(image.name)
     outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
@@ -494,6 +495,8 @@ def _build_push_and_smoke(
             for registry in registries
             for platform in image_plan.platforms
         ]
+    if not no_push:
+        on_pushed(image.name, digest)
     step = time.monotonic()
     save(f"smoke {image.name}")
     try:

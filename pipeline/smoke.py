@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -1288,9 +1289,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _handle(args: argparse.Namespace) -> int:
     targets, timeout = _targets_from_args(args)
-    from pipeline.sign import verified_if_required
+    from pipeline.sign.verify import verified_if_required  # only the smoke command needs it
 
-    targets = verified_if_required(targets, args)
+    verified = verified_if_required([target.reference for target in targets], args)
+    targets = [dataclasses.replace(t, reference=verified.get(t.reference, t.reference)) for t in targets]
     console = Console(stderr=True)
     report = run_smoke(
         targets,

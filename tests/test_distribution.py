@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from pipeline.distribution import INDEX_TYPES, BlobUploader, RegistryClient, engine_trust_gap, is_loopback
+from pipeline.distribution import (
+    INDEX_TYPES,
+    BlobUploader,
+    RegistryClient,
+    engine_trust_gap,
+    is_loopback,
+)
 from pipeline.errors import AuthError, RegistryError
 from pipeline.registry import Credentials, free_port
 from tests.fixtures.connectproxy import ConnectProxy

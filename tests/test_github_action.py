@@ -29,6 +29,8 @@ from pipeline.build import cache_settings
 from pipeline.config import BuildConfig, ImageConfig
 from pipeline.distribution import RegistryClient
 from pipeline.registry import Credentials
+from pipeline.sign import ensure_cosign, signature_tag
+from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.gitrepos import GitRepo, GitRepoFactory
 from tests.fixtures.hostedrunner import (
     SYSTEM_PYTHON,
@@ -117,8 +119,11 @@ class CompositeRunner:
         base_env: Mapping[str, str] | None = None,
         process: Mapping[str, Any] | None = None,
         own: Callable[[Path], Path] = lambda path: path,
+        cosign: Path | None = None,
     ) -> None:
         self.document: dict[str, Any] = yaml.safe_load(action.read_text())
+        # What sigstore/cosign-installer would download (no network here): the test's provisioned cosign.
+        self.cosign = cosign
         self.runtime_env = dict(runtime_env or {})
         # The hosted-runner profile: the runner's own environment, user and file ownership.
         self.base_env = dict(os.environ if base_env is None else base_env)
@@ -148,6 +153,8 @@ class CompositeRunner:
             return self.evaluate(match[1]) == match[2]
         if expression == "github.action_path":
             return str(self.action_path)
+        if expression == "runner.temp":
+            return str(self.runner_temp)
         if expression.startswith("inputs."):
             return self.inputs[expression.removeprefix("inputs.")]
         match = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expression)
@@ -181,6 +188,9 @@ class CompositeRunner:
                 wanted = False
             if not wanted or step_id in self.skip:
                 results.append(StepRun(step_id, name, "skipped"))
+                continue
+            if "uses" in step and "sigstore/cosign-installer@" in step["uses"]:
+                results.append(self._install_cosign(step_id, name, step))
                 continue
             if "uses" in step:
                 # Another action: only the one that hands the cache service to later steps is known, and it
@@ -250,6 +260,19 @@ class CompositeRunner:
             name: self.expand(str(spec["value"])) for name, spec in self.document.get("outputs", {}).items()
         }
         return ActionRun(results, action_outputs, summary.read_text())
+
+    def _install_cosign(self, step_id: str, name: str, step: Mapping[str, Any]) -> StepRun:
+        cosign_installer_stand_in(self.cosign, Path(self.expand(str(step["with"]["install-dir"]))), self.own)
+        return StepRun(step_id, name, "success")
+
+
+def cosign_installer_stand_in(cosign: Path | None, install_dir: Path, own: Callable[[Path], Path]) -> None:
+    """What sigstore/cosign-installer leaves behind, cosign in its `install-dir` runnable by the runner user,
+    made from the test's provisioned cosign: the installer downloads from GitHub, unreachable here."""
+    assert cosign is not None, "the cosign installer ran, but the test gave no cosign"
+    install_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(cosign, install_dir / "cosign")
+    own(install_dir)
 
 
 # --- the project the action releases ------------------------------------------------------------------
@@ -393,14 +416,16 @@ def test_action_on_a_tag_push_releases_to_both_registries(
         skip=frozenset({"install"}),
     ).run()
     assert run.succeeded, run.log[-6000:]
-    assert [s.outcome for s in run.steps] == [
-        "skipped",
-        "skipped",
-        "success",
-        "success",
-        "success",
-        "success",
+    assert [(s.id, s.outcome) for s in run.steps] == [
+        ("install", "skipped"),
+        ("runtime", "skipped"),
+        ("config", "success"),
+        ("lint", "success"),
+        ("cosign", "skipped"),  # nothing to sign: no cosign installed
+        ("release", "success"),
+        ("cleanup", "success"),
     ]
+    assert run.outputs["signatures"] == run.outputs["attestations"] == ""
 
     # The password is masked before anything else runs, and the derived config is gone afterwards.
     assert f"::add-mask::{auth_registry.password}" in run.step("config").stdout.splitlines()
@@ -632,7 +657,7 @@ def test_action_annotates_a_config_error_on_its_line(
     assert command.startswith("::error file=pipeline.toml,line=6::")
     assert "images[0].contxt: unknown key" in command
     assert "::group::Config" in config.stdout and "::endgroup::" in config.stdout
-    assert [s.outcome for s in run.steps][3:] == ["skipped", "skipped", "success"]
+    assert [s.outcome for s in run.steps][3:] == ["skipped", "skipped", "skipped", "success"]
 
 
 def test_action_annotates_an_input_error(
@@ -682,8 +707,10 @@ class WorkflowJobs:
         github: Mapping[str, str],
         inputs: Mapping[str, str],
         secrets: Mapping[str, str],
+        cosign: Path | None = None,
     ) -> None:
         self.document: dict[str, Any] = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+        self.cosign = cosign  # what sigstore/cosign-installer would download (no network here)
         declared = _on(self.document)["workflow_call"]["inputs"]
         unknown = set(inputs) - set(declared)
         assert not unknown, f"inputs the workflow does not declare: {unknown}"
@@ -699,6 +726,9 @@ class WorkflowJobs:
 
     def value(self, expression: str, context: Mapping[str, str]) -> str:
         expression = expression.strip()
+        match = re.fullmatch(r"(.+?)\s*==\s*'([^']*)'", expression)
+        if match:
+            return _text(self.value(match[1], context) == match[2])
         if expression.startswith("inputs."):
             return self.inputs[expression.removeprefix("inputs.")]
         if expression.startswith("secrets."):
@@ -786,6 +816,8 @@ class WorkflowJobs:
                     for file in artifact.iterdir():
                         shutil.copy(file, target / file.name)
             self.runner.own(target)
+        elif uses.startswith("sigstore/cosign-installer@"):
+            cosign_installer_stand_in(self.cosign, Path(with_["install-dir"]), self.runner.own)
         else:
             assert uses.startswith(self.SETUP_ACTIONS), f"the test runner does not know the action {uses}"
 
@@ -802,6 +834,7 @@ def _text(value: Any) -> str:
 
 @pytest.mark.engine
 def test_reusable_workflow_jobs_on_hosted_runners(
+    tmp_path: Path,
     hosted_runner: HostedRunner,
     runner_toolkit: RunnerToolkit,
     git_repo_factory: GitRepoFactory,
@@ -809,10 +842,13 @@ def test_reusable_workflow_jobs_on_hosted_runners(
     auth_registry: TestRegistry,
 ) -> None:
     """plan -> build per platform (each its own runner, at the same time) -> merge -> publish, as the
-    non-root runner; logins from the registry-auths secret, the namespace being the (unmasked) user name."""
+    non-root runner; logins from the registry-auths secret, the namespace being the (unmasked) user name;
+    the publish job signs with the key from the cosign-private-key/cosign-password secrets."""
     repo = make_project(git_repo_factory, base_image, "")
     workspace = runner_project(hosted_runner, repo)
     user, password = auth_registry.username, auth_registry.password
+    key_password = "key-password-" + os.urandom(6).hex()
+    key, _ = generate_key_pair(tmp_path, key_password)
     jobs = WorkflowJobs(
         hosted_runner,
         runner_toolkit,
@@ -822,10 +858,14 @@ def test_reusable_workflow_jobs_on_hosted_runners(
             "lint": "false",
             "registries": f'[[registries]]\nname = "hub"\nurl = "{auth_registry.url}/{user}/fanout"\n',
             "labels": "com.example.team=imaging",
+            "sign": "key",
         },
         secrets={
-            "registry-auths": f"- registry: {auth_registry.url}\n  username: {user}\n  password: {password}\n"
+            "registry-auths": f"- registry: {auth_registry.url}\n  username: {user}\n  password: {password}\n",
+            "cosign-private-key": key,
+            "cosign-password": key_password,
         },
+        cosign=Path(ensure_cosign()),
     )
     plan = jobs.run("plan")
     matrix = json.loads(plan["matrix"])["include"]
@@ -856,6 +896,14 @@ def test_reusable_workflow_jobs_on_hosted_runners(
     assert hub.manifest_digest(f"{user}/fanout/{IMAGE}", "1.2.3") == digest
     assert set(hub.platform_digests(f"{user}/fanout/{IMAGE}", digest)) == {"linux/amd64", "linux/arm64"}
     assert json.loads(kept["json"])["status"] == "published"
+    # The publish job signed the tested digest; the workflow's outputs name the signature and attestation.
+    repository = f"{auth_registry.url}/{user}/fanout/{IMAGE}"
+    assert kept["signatures"].splitlines() == [f"{repository}:{signature_tag(digest, 'sig')}"]
+    assert kept["attestations"].splitlines() == [f"{repository}:{signature_tag(digest, 'att')}"]
+    assert hub.manifest_digest(f"{user}/fanout/{IMAGE}", signature_tag(digest, "sig")) is not None
+    log = "\n".join(jobs.logs.values())
+    for secret in (*key.splitlines(), key_password):
+        assert secret in masks and secret not in log.replace(f"::add-mask::{secret}", ""), secret
 
 
 def test_push_false_builds_and_publishes_nothing() -> None:
@@ -905,6 +953,43 @@ def test_promotions_run_one_at_a_time() -> None:
     assert ci["jobs"]["release"]["concurrency"]["cancel-in-progress"] is False
 
 
+def test_cosign_comes_from_the_pinned_installer_only_when_the_release_signs() -> None:
+    """On a runner, cosign comes from sigstore/cosign-installer pinned by full commit with its version in a
+    comment, cosign 2.x (the tag scheme every registry takes), installed only when the config step says the
+    release signs, and the release uses exactly that binary. The action and the workflow pin the same."""
+    texts = ACTION.read_text() + RELEASE_WORKFLOW.read_text()
+    pins = re.findall(r"^\s*(?:- )?uses: sigstore/cosign-installer@(\S+) # (\S+)$", texts, re.MULTILINE)
+    assert len(pins) == 2 and len(set(pins)) == 1, pins
+    ((sha, version),) = set(pins)
+    assert re.fullmatch(r"[0-9a-f]{40}", sha) and re.fullmatch(r"v3\.\d+\.\d+", version)
+    action = yaml.safe_load(ACTION.read_text())
+    workflow = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    for steps in (action["runs"]["steps"], workflow["jobs"]["publish"]["steps"]):
+        (installer,) = [step for step in steps if "cosign-installer" in str(step.get("uses"))]
+        (release,) = [step for step in steps if step.get("id") == "release"]
+        assert steps.index(installer) < steps.index(release)
+        assert installer["if"] == "steps.config.outputs.install-cosign == 'true'"
+        assert re.fullmatch(r"v2\.\d+\.\d+", installer["with"]["cosign-release"])
+        install_dir = installer["with"]["install-dir"].replace("${{ runner.temp }}", "${RUNNER_TEMP}")
+        assert release["env"]["INSTALL_COSIGN"] == "${{ steps.config.outputs.install-cosign }}"
+        assert f'export PIPELINE_COSIGN="{install_dir}/cosign"' in release["run"]
+
+
+def test_signatures_and_attestations_are_outputs_of_the_action_and_the_workflow() -> None:
+    action = yaml.safe_load(ACTION.read_text())
+    workflow = yaml.safe_load(RELEASE_WORKFLOW.read_text())
+    for name in ("signatures", "attestations"):
+        assert action["outputs"][name]["value"] == f"${{{{ steps.release.outputs.{name} }}}}"
+        assert (
+            _on(workflow)["workflow_call"]["outputs"][name]["value"]
+            == f"${{{{ jobs.publish.outputs.{name} }}}}"
+        )
+        assert workflow["jobs"]["publish"]["outputs"][name] == f"${{{{ steps.release.outputs.{name} }}}}"
+    # Keyless signing takes the job's OIDC token: only the job that signs may ask for one.
+    assert [job for job, spec in workflow["jobs"].items() if "id-token" in spec["permissions"]] == ["publish"]
+    assert set(action["inputs"]) >= {"sign", "sign-key-env", "sign-password-env", "install-cosign"}
+
+
 # --- on the hosted-runner profile (tests/fixtures/hostedrunner.py) -------------------------------------
 
 
@@ -933,6 +1018,7 @@ def github_variables(hosted_runner: HostedRunner, repo: GitRepo, workspace: Path
 
 @pytest.mark.engine
 def test_action_on_a_hosted_runner_native_amd64(
+    tmp_path: Path,
     hosted_runner: HostedRunner,
     runner_toolkit: RunnerToolkit,
     git_repo_factory: GitRepoFactory,
@@ -942,11 +1028,14 @@ def test_action_on_a_hosted_runner_native_amd64(
     """The composite action as a non-root runner runs it, installed by its own install step (once per session,
     `runner_toolkit`): a Docker Hub-like
     registry whose namespace is the login name (given through registry-auths, the user name not secret),
-    every build-push-action style input, only linux/amd64 (the native amd64 job: no arm64 asked for)."""
+    every build-push-action style input, only linux/amd64 (the native amd64 job: no arm64 asked for), and
+    signed with a cosign key that comes in as env of the step (secrets), as a workflow passes it."""
     repo = make_project(git_repo_factory, base_image, "")
     workspace = runner_project(hosted_runner, repo)
     user, password = auth_registry.username, auth_registry.password
     build_secret = "build-secret-" + os.urandom(6).hex()
+    key_password = "key-password-" + os.urandom(6).hex()
+    key, _ = generate_key_pair(tmp_path, key_password)
     run = CompositeRunner(
         runner_toolkit.action / "action.yml",
         workspace=workspace,
@@ -963,17 +1052,30 @@ def test_action_on_a_hosted_runner_native_amd64(
             "annotations": "com.example.note=from the action",
             "provenance": "false",
             "secrets": f"NOTE={build_secret}",
+            "sign": "key",  # the key's variables: the defaults, COSIGN_PRIVATE_KEY and COSIGN_PASSWORD
         },
+        # `env:` of the step, from secrets in real use; every step of the composite action sees it.
+        step_env={"COSIGN_PRIVATE_KEY": key, "COSIGN_PASSWORD": key_password},
         base_env=hosted_runner.environment({}),
         process=hosted_runner.process,
         own=hosted_runner.own,
         skip=frozenset({"install"}),
+        # Where the installer would download cosign from GitHub, the stand-in has the provisioned one.
+        cosign=Path(ensure_cosign()),
     ).run()
     assert run.succeeded, run.log[-6000:]
+    assert run.step("cosign").outcome == "success"
     masks = registered_masks(run.log)
     assert password in masks and build_secret in masks and user not in masks
-    assert password not in run.log.replace(f"::add-mask::{password}", "")
-    assert build_secret not in run.log.replace(f"::add-mask::{build_secret}", "")
+    # The key (line by line: GitHub masks one line per command) and its password are masked by the config
+    # step, before any step that runs cosign; after that they are in no log and no file the steps wrote.
+    key_secrets = [*key.splitlines(), key_password]
+    assert set(key_secrets) <= set(registered_masks(run.step("config").stdout))
+    written = [path for path in runner_toolkit.runner_temp.iterdir() if path.is_file()]
+    assert any(path.name.startswith("output_") for path in written)
+    for secret in (password, build_secret, *key_secrets):
+        assert secret not in run.log.replace(f"::add-mask::{secret}", ""), secret
+        assert not [path.name for path in written if secret in path.read_text(errors="replace")], secret
 
     # The engine was asked for amd64 only: a runner without QEMU passes this check.
     (engine_line,) = [line for line in run.step("release").stderr.splitlines() if "engine ready for" in line]
@@ -1005,6 +1107,17 @@ def test_action_on_a_hosted_runner_native_amd64(
         **manifest.get("annotations", {}),
     }
     assert annotated["com.example.note"] == "from the action"
+
+    # Signed and attested in the registry, for the index digest; the outputs and the summary name both.
+    signature = f"{repository}:{signature_tag(digest, 'sig')}"
+    attestation = f"{repository}:{signature_tag(digest, 'att')}"
+    assert outputs["signatures"].splitlines() == [signature]
+    assert outputs["attestations"].splitlines() == [attestation]
+    assert signature in run.summary and attestation in run.summary
+    signed = hub.get_manifest(f"{user}/{IMAGE}", signature_tag(digest, "sig")).document
+    payload = hub.get_blob_json(f"{user}/{IMAGE}", signed["layers"][0]["digest"])
+    assert payload["critical"]["image"]["docker-manifest-digest"] == digest
+    assert hub.manifest_digest(f"{user}/{IMAGE}", signature_tag(digest, "att")) is not None
 
 
 def test_github_drops_an_output_holding_a_masked_value() -> None:

@@ -18,6 +18,7 @@ from pipeline.github_annotate import (
     auth_variables,
     check_inputs,
     fan_out_matrix,
+    install_cosign,
     prepare,
     registry_auths,
     runner_mapping,
@@ -176,6 +177,52 @@ def test_registry_auths_name_variables_and_mask_only_passwords(
     assert "dckr_pat_secret" not in str(raised.value) and "registry-auths" in str(raised.value)
 
 
+def test_sign_inputs_name_the_key_variables_and_mask_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    pem = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nc2VjcmV0LWtleS1ib2R5\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----"
+    secrets = {"COSIGN_PRIVATE_KEY": pem, "COSIGN_PASSWORD": "key-pass-word"}
+    path, commands = prepare({"PIPELINE_INPUT_SIGN": "key", **secrets})
+    sign = load_config(path).pipeline.sign
+    assert (sign.method, sign.key_env, sign.password_env) == ("key", "COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD")
+    # Every line of the key and the password, masked by the config step; in the derived config only names.
+    assert set(commands) == {f"::add-mask::{line}" for line in [*pem.splitlines(), "key-pass-word"]}
+    assert "c2VjcmV0" not in path.read_text() and "key-pass-word" not in path.read_text()
+
+
+def test_sign_inputs_keep_or_replace_the_configs_sign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(
+        tmp_path,
+        CONFIG
+        + '\n[sign]\nmethod = "key"\nkey_env = "MY_KEY"\npassword_env = "MY_PASSWORD"\npublic_key = "c.pub"\n',
+    )
+    kept = _prepared(tmp_path, monkeypatch).pipeline.sign
+    assert (kept.method, kept.key_env, kept.password_env) == ("key", "MY_KEY", "MY_PASSWORD")
+    renamed = _prepared(tmp_path, monkeypatch, PIPELINE_INPUT_SIGN_KEY_ENV="CI_KEY").pipeline.sign
+    assert (renamed.key_env, renamed.password_env, renamed.public_key) == ("CI_KEY", "MY_PASSWORD", "c.pub")
+    # Keyless on GitHub: the names of a local key do not apply (the config would refuse them with keyless).
+    keyless = _prepared(tmp_path, monkeypatch, PIPELINE_INPUT_SIGN="keyless").pipeline.sign
+    assert (keyless.method, keyless.key_env, keyless.password_env) == ("keyless", None, None)
+
+
+def test_cosign_is_installed_only_when_the_release_signs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path)
+    unsigned = _prepared(tmp_path, monkeypatch, PIPELINE_INPUT_SIGN_KEY_ENV="COSIGN_PRIVATE_KEY")
+    assert unsigned.pipeline.sign.method is None  # a key's name alone does not switch signing on
+    assert install_cosign(unsigned, {}) is False
+    signed = _prepared(tmp_path, monkeypatch, PIPELINE_INPUT_SIGN="keyless")
+    assert install_cosign(signed, {}) is True
+    assert install_cosign(signed, {"PIPELINE_INPUT_INSTALL_COSIGN": "false"}) is False  # PATH or provisioned
+    assert install_cosign(signed, {"PIPELINE_INPUT_PUSH": "false"}) is False  # nothing is signed locally
+    assert install_cosign(signed, {"PIPELINE_INPUT_DRY_RUN": "true"}) is False
+
+
 @pytest.mark.parametrize(
     ("inputs", "named"),
     [
@@ -183,6 +230,8 @@ def test_registry_auths_name_variables_and_mask_only_passwords(
         ({"PIPELINE_INPUT_PLATFORMS": "linux/s390"}, "input platforms: unknown platform 'linux/s390'"),
         ({"PIPELINE_INPUT_LABELS": "no equals sign"}, "input labels: 'no equals sign' is not KEY=value"),
         ({"PIPELINE_INPUT_PROVENANCE": "maybe"}, "input provenance: 'maybe'"),
+        ({"PIPELINE_INPUT_SIGN": "gpg"}, "input sign: 'gpg' is not key, keyless or empty"),
+        ({"PIPELINE_INPUT_INSTALL_COSIGN": "yes"}, "input install-cosign: 'yes' is not true, false or empty"),
         ({"PIPELINE_INPUT_RUNNERS": "[1]"}, None),  # only the matrix reads runners
         # A pull request from a fork: no secrets, a registry that needs them, push left on.
         (

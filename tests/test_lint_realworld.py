@@ -470,6 +470,75 @@ def test_hadolint_ignore_silences_the_twin(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Second held-out corpus (53 public Dockerfiles judged before any change): each wrong kind, the miss, the crash
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_exposed_port_without_entrypoint_or_cmd_is_judged_not_crashed() -> None:
+    # EXPOSE but no ENTRYPOINT/CMD: the base's program runs a service, as root.
+    assert "PL310" in codes("FROM ruby:3.3\nWORKDIR /app\nCOPY . .\nEXPOSE 3000\n")
+
+
+def test_apache_started_by_apache2ctl_drops_root_itself() -> None:
+    text = 'FROM php:8.3-apache\nCOPY . /var/www/html\nCMD ["apache2ctl", "-D", "FOREGROUND"]\n'
+    assert "PL310" not in codes(text)
+
+
+def test_chiseled_images_run_as_a_non_root_user() -> None:
+    ship = 'FROM mcr.microsoft.com/dotnet/aspnet:8.0-{variant}\nCOPY app /app\nENTRYPOINT ["/app/api"]\n'
+    assert "PL310" not in codes(ship.format(variant="jammy-chiseled"))
+    assert "PL310" in codes(ship.format(variant="alpine"))
+
+
+def test_build_daemon_needs_root() -> None:
+    assert "PL310" not in codes('FROM alpine:3.20\nCOPY buildkitd /usr/bin/\nENTRYPOINT ["buildkitd"]\n')
+
+
+@pytest.mark.parametrize(
+    ("base", "moves"),
+    [("debian:wheezy", False), ("node:carbon", False), ("node:hydrogen-alpine", False), ("debian:sid", True)],
+)
+def test_release_codenames_name_a_version(base: str, moves: bool) -> None:
+    assert ("PL302" in codes(f"FROM {base}\nUSER 1\n")) is moves
+
+
+def test_asking_a_package_manager_its_version_is_not_an_install() -> None:
+    smoke = "FROM node:20.11\nCOPY . .\nRUN yarn --version && bundle -v\nUSER 1\n"
+    assert codes(smoke) & {"PL101", "PL205"} == set()
+    assert {"PL101", "PL205"} <= codes("FROM node:20.11\nCOPY . .\nRUN yarn\nUSER 1\n")
+
+
+def test_offline_install_from_a_fetched_store_downloads_nothing() -> None:
+    text = (
+        "FROM node:20.11\nCOPY pnpm-lock.yaml ./\nRUN pnpm fetch\nCOPY . .\n"
+        "RUN pnpm install --offline\nUSER 1\n"
+    )
+    assert [f.line for f in found(text) if f.code == "PL205"] == [3]
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        "FROM --platform=$BUILDPLATFORM tonistiigi/xx:golang AS xx\n{build}COPY --from=xx / /\n",
+        "{build}COPY --from=tonistiigi/xx:1.4 / /\nRUN xx-go --wrap\n",
+    ],
+)
+def test_go_wrapped_by_xx_builds_for_the_target(wrapper: str) -> None:
+    build = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n"
+    head = wrapper.format(build=build)
+    compile_ = "COPY . .\nRUN go build -o /out .\n"
+    assert "PL502" not in codes(head + "ARG TARGETPLATFORM\n" + compile_ + SHIP)
+    # The wrapper reads TARGETPLATFORM from the environment: without the ARG it builds for the build machine.
+    assert "PL502" in codes(head + compile_ + SHIP)
+
+
+def test_cargo_src_folder_is_the_sources_not_a_workspace_member() -> None:
+    build = "FROM rust:1.80 AS build\nCOPY Cargo.toml Cargo.lock ./\nCOPY {folder} ./{folder}\nRUN cargo build --release\n"
+    assert "PL101" in codes(build.format(folder="src") + SHIP)
+    assert "PL101" not in codes(build.format(folder="api") + SHIP)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # No crash on odd input (the corpus measure counts crashes; this keeps it at 0 for shapes it did not have)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -489,6 +558,7 @@ _PIECES = [
     "ENV A=1 B",
     "RUN echo 'unbalanced",
     "RUN yarn --cwd",
+    "EXPOSE 80",
 ]
 
 

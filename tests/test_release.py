@@ -42,6 +42,10 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+# A smoke file the example image fails: it greets in English.
+FAILING_SMOKE = 'schemaVersion: 2.0.0\ncommandTests:\n  - name: wrong greeting\n    command: /app/hello.sh\n    expectedOutput: ["^bonjour"]\n'
+
+
 def make_project(tmp_path: Path, base_image: str, registries: str, smoke: str | None = None) -> Path:
     project = tmp_path / "project"
     shutil.copytree(REPO_ROOT / "Dockerfiles" / "hello", project / "hello")
@@ -177,12 +181,11 @@ def test_rerun_of_the_same_commit_reuses_its_tested_digest(
 
 @pytest.mark.engine
 def test_failed_smoke_moves_no_tag(tmp_path: Path, base_image: str, open_registry: TestRegistry) -> None:
-    failing = 'schemaVersion: 2.0.0\ncommandTests:\n  - name: wrong greeting\n    command: /app/hello.sh\n    expectedOutput: ["^bonjour"]\n'
     project = make_project(
         tmp_path,
         base_image,
         f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/failing"\n',
-        smoke=failing,
+        smoke=FAILING_SMOKE,
     )
     result = run_pipeline(project, "release")
     assert result.returncode != 0

@@ -1,4 +1,4 @@
-"""Signing and attesting what passed the gate (pipeline/sign.py): the cosign command lines, the predicate,
+"""Signing and attesting what passed the gate (pipeline/sign/): the cosign command lines, the predicate,
 the verification rules, and end to end with the real cosign CLI against real registries."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import LoadedConfig, PipelineConfig, load_config
+from pipeline.config import LoadedConfig, PipelineConfig, RegistryConfig, SignConfig, load_config
 from pipeline.distribution import BlobUploader, Manifest, RegistryClient
 from pipeline.errors import ConfigError, SignError
 from pipeline.github import summary_markdown, write_github_outputs
@@ -26,7 +27,11 @@ from pipeline.registry import Credentials
 from pipeline.report import ImageOutcome, ReleaseReport
 from pipeline.sign import (
     PREDICATE_TYPE,
+    Held,
+    Signer,
+    SigningAhead,
     Verifier,
+    attach_signature_args,
     attest_args,
     coverage_problems,
     ensure_cosign,
@@ -41,7 +46,7 @@ from pipeline.sign import (
 from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.faultproxy import ProxyFactory
 from tests.fixtures.registries import TestRegistry
-from tests.test_release import IMAGE, git, make_project, run_pipeline
+from tests.test_release import FAILING_SMOKE, IMAGE, git, make_project, run_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 AMD, ARM = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -89,6 +94,22 @@ def test_keyless_commands_use_the_ambient_oidc_token_and_rekor() -> None:
     assert "--insecure-ignore-tlog=true" not in verify
     with pytest.raises(ConfigError, match="identity"):
         Verifier().flags()
+
+
+def test_signatures_made_ahead_are_held_then_attached_without_the_key(tmp_path: Path) -> None:
+    """Ahead of the gate: the signature is written to files, not uploaded; attaching it needs no key (no
+    key decryption after the gate); the attestation's predicate comes on standard input."""
+    held = Held(tmp_path / "s.sig", tmp_path / "s.payload")
+    reference = f"127.0.0.1:5000/a@{DIGEST}"
+    args = sign_args("key", reference, key_env=KEY_ENV, tlog_upload=False, insecure=False, held=held)
+    assert "--upload=false" in args and args[-1] == reference
+    assert args[args.index("--output-signature") + 1] == str(held.signature)
+    assert args[args.index("--output-payload") + 1] == str(held.payload)
+    attach = attach_signature_args(reference, held, insecure=True)
+    assert attach[:2] == ["attach", "signature"] and "--key" not in attach and attach[-1] == reference
+    assert {"--allow-http-registry", "--allow-insecure-registry"} <= set(attach)
+    attest = attest_args("key", reference, None, key_env=KEY_ENV, tlog_upload=False, insecure=False)
+    assert attest[attest.index("--predicate") + 1] == "-"
 
 
 def test_signature_tags_follow_cosigns_tag_scheme() -> None:
@@ -459,7 +480,15 @@ public_key = "{public_key}"
         assert json.loads((project / "release.json").read_text())["images"] == []  # nothing smoke-tested
 
         # 3. The rerun of the same digest completes it: signed and attested everywhere, then tagged.
+        calls_before = len(argv_log.read_text().splitlines())
         done = run_pipeline(project, "release", "--digest", f"{IMAGE}={digest}", env=env)
+        # Key decryptions for two registries: the key check, one signature (attached everywhere without
+        # the key), one attestation per registry; the other cosign runs only attach.
+        keyed = [c for c in argv_log.read_text().splitlines()[calls_before:] if f"env://{KEY_ENV}" in c]
+        assert sorted(c.split()[0] for c in keyed) == ["attest", "attest", "public-key", "sign"], keyed
+        assert (
+            len([c for c in argv_log.read_text().splitlines()[calls_before:] if c.startswith("attach")]) == 2
+        )
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, outputs[-1][-3000:]
         report_text = (project / "release.json").read_text()
@@ -622,13 +651,126 @@ def test_smoke_verifies_first_only_when_asked_or_required(tmp_path: Path) -> Non
     import argparse
 
     from pipeline.sign import verified_if_required
-    from pipeline.smoke import SmokeTarget
 
-    targets = [SmokeTarget("acme/app", "r", f"127.0.0.1:1/acme/app@{DIGEST}", "linux/amd64", None)]
+    targets = [f"127.0.0.1:1/acme/app@{DIGEST}"]
     config = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"')
     args = argparse.Namespace(config=config.path, references=[], require_signature=False, key=None)
-    assert verified_if_required(targets, args) == targets  # nothing asked: nothing verified
+    assert verified_if_required(targets, args) == {}  # nothing asked: nothing verified
     required = _config(tmp_path, 'method = "key"\nkey_env = "K"\npassword_env = "P"\nrequire = true')
     args = argparse.Namespace(config=required.path, references=[], require_signature=False, key=None)
     with pytest.raises(ConfigError, match="no public key to verify with"):
         verified_if_required(targets, args)  # [sign] require = true asks for it, and says what is missing
+
+
+# --- made ahead of the gate, uploaded after it ---------------------------------------------------------------
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of this machine's processes that mention `text` (cosign runs name their reference)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in line and "pytest" not in line:
+                found.append(line)
+    return found
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.engine
+def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_broke(
+    tmp_path: Path,
+    base_image: str,
+    open_registry: TestRegistry,
+    make_fault_proxy: ProxyFactory,
+    key_pair: tuple[str, str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key, password, public_key = key_pair
+    client = RegistryClient(open_registry.url)
+    digest = client.manifest_digest("test/base", "1")
+    assert digest is not None
+    proxy = make_fault_proxy(open_registry.url)
+    registry = RegistryConfig(name="private", url=f"{proxy.url}/test")
+    repository = registry.repository("base")
+    settings = SignConfig(method="key", key_env=KEY_ENV, password_env=PASSWORD_ENV)
+    signer = Signer(ensure_cosign(), settings, {KEY_ENV: key, "COSIGN_PASSWORD": password})
+
+    def signature_tags() -> set[str]:
+        return {t for t in client.tags("test/base") if t.startswith(digest.replace(":", "-"))}
+
+    before = signature_tags()
+    # 1. A gate that fails: what was made ahead is dropped, nothing reached the registry, no cosign is left.
+    dropped = SigningAhead(signer, "base", [registry], digest)
+    _wait_until(lambda: bool(proxy.requests(method="GET", path="/manifests/")))  # cosign is at work
+    time.sleep(1.0)
+    dropped.cancel()
+    assert proxy.requests(method="PUT") == [] and proxy.requests(method="POST") == []
+    assert signature_tags() == before
+    assert _processes_naming(repository) == []
+
+    # 2. The registry fails while the signature is made ahead: after the gate it is made again (the warning
+    # says so), and uploaded with the attestation; the cosign CLI accepts both.
+    proxy.always_fail("503", method="GET", path="/manifests/")
+    signing = SigningAhead(signer, "base", [registry], digest)
+    # The signature's cosign reads the manifest and gives up; the attestation's (a digest needs no lookup)
+    # opens the key and waits for its predicate, so it meets the healed registry.
+    _wait_until(lambda: not [line for line in _processes_naming(repository) if "--upload=false" in line])
+    assert [line for line in _processes_naming(repository) if "--predicate -" in line]
+    proxy.heal()
+    with caplog.at_level("WARNING"):
+        (record,) = signing.publish(json.dumps({"index_digest": digest}))
+    assert record.error is None, record.error
+    assert "made ahead of the gate); doing it again now" in caplog.text
+    assert {signature_tag(digest, "sig"), signature_tag(digest, "att")} <= signature_tags()
+    docker_config = tmp_path / "docker-config"
+    docker_config.mkdir()
+    for args in (
+        ["verify", "--key", str(public_key), "--insecure-ignore-tlog=true", f"{repository}@{digest}"],
+        [
+            "verify-attestation",
+            "--key",
+            str(public_key),
+            "--insecure-ignore-tlog=true",
+            "--type",
+            PREDICATE_TYPE,
+            f"{repository}@{digest}",
+        ],
+    ):
+        checked = _cosign(args, docker_config)
+        assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.engine
+def test_a_failed_gate_uploads_no_signature_made_ahead(
+    tmp_path: Path,
+    base_image: str,
+    open_registry: TestRegistry,
+    key_pair: tuple[str, str, Path],
+    cosign_recorder: tuple[Path, Path],
+) -> None:
+    key, key_password, _ = key_pair
+    wrapper, argv_log = cosign_recorder
+    namespace = f"unsigned-{secrets.token_hex(3)}"
+    sign = f'[sign]\nmethod = "key"\nkey_env = "{KEY_ENV}"\npassword_env = "{PASSWORD_ENV}"\n'
+    registries = f'[[registries]]\nname = "private"\nurl = "{open_registry.url}/{namespace}"\n\n{sign}'
+    project = make_project(tmp_path, base_image, registries, smoke=FAILING_SMOKE)
+    env = {KEY_ENV: key, PASSWORD_ENV: key_password, "PIPELINE_COSIGN": str(wrapper)}
+    result = run_pipeline(project, "release", env=env)
+    assert result.returncode != 0 and "no tag was moved" in result.stderr, result.stderr[-2000:]
+    recorded = argv_log.read_text()
+    # Made ahead while the smoke tests ran (so the test proves they were dropped, not never made) ...
+    assert "--upload=false" in recorded and "--predicate -" in recorded, recorded
+    # ... and never uploaded: no attach, no signature or attestation tag, no cosign left running.
+    assert "attach" not in recorded
+    assert "dropped the signature and attestations made ahead of the gate" in result.stderr
+    assert [
+        t for t in RegistryClient(open_registry.url).tags(f"{namespace}/{IMAGE}") if t.startswith("sha256-")
+    ] == []
+    assert _processes_naming(namespace) == []

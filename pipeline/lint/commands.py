@@ -216,9 +216,15 @@ def _other(command: Command) -> Install | None:
     return table.get((name, sub))
 
 
+# `yarn --version` is a smoke test: a bare `yarn` (or `bundle`) installs, but not when it only asks this.
+_ONLY_ASKS = frozenset({"--version", "-v", "-V", "--help", "-h"})
+
+
 def dependency_install(command: Command, go_stage: bool = False) -> Install | None:
     """The ecosystem and kind of dependency install this command runs, if any."""
     command = normalize(command)
+    if command.args and set(command.args) <= _ONLY_ASKS:
+        return None
     if command.name == "pip":
         return _pip(command)
     if command.name in ("npm", "yarn", "pnpm"):

@@ -148,8 +148,9 @@ def classify_copy(model: BuildModel, instruction: Instruction, manifests: set[st
             continue
         if manifests and _holds_manifest(model, cleaned):
             continue
+        # `src` is the package's own sources (Cargo's layout), never a workspace member or `replace` folder.
         if model.context is None and (
-            manifests & {"go", "cargo"} or ("js" in manifests and folder == "packages")
+            (manifests & {"go", "cargo"} and folder != "src") or ("js" in manifests and folder == "packages")
         ):
             result = "maybe-helper"
             continue

@@ -141,6 +141,13 @@ class BuildModel:
                     needed.add(found.index)
         return needed
 
+    def from_image(self, name: str) -> str:
+        """The image a `--from=` name stands for: a stage's root base image, or the image reference itself."""
+        found = self.dockerfile.stage_by_name(expand(name, self.global_args))
+        return (
+            self.resolve_base(self.chain(found)[-1]) if found is not None else expand(name, self.global_args)
+        )
+
     @cached_property
     def target_stage(self) -> Stage | None:
         return self.dockerfile.stage_of(self.options.target)

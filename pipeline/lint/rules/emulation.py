@@ -30,6 +30,8 @@ WRONG_TARGET = Rule(
 )
 RULES = (EMULATED_COMPILE, WRONG_TARGET)
 
+# tonistiigi/xx's golang image puts a `go` wrapper on PATH that builds for $TARGETPLATFORM.
+_XX_GOLANG = re.compile(r"(^|/)xx:golang\b")
 _TARGET_REFERENCE = re.compile(r"\$\{?(TARGET(?:PLATFORM|OS|ARCH|VARIANT))\b")
 # Ways to name the target without BuildKit's args: xx helpers, --target, or GOOS/GOARCH/CC set explicitly.
 _TARGET_AWARE = re.compile(
@@ -75,6 +77,20 @@ def _emulated(model: BuildModel, stage: Stage, go: bool) -> list[Finding]:
     return findings
 
 
+def _go_wrapped_by_xx(model: BuildModel, stage: Stage) -> bool:
+    """`go` itself cross-compiles: tonistiigi/xx's golang image copied in, or `xx-go --wrap` run earlier."""
+    for link in model.chain(stage):
+        for instruction in link.instructions:
+            if instruction.keyword == "RUN" and any(
+                c.name == "xx-go" and c.option("--wrap") for c in model.commands(instruction)
+            ):
+                return True
+            copied = instruction.flag_all("from") if instruction.keyword == "COPY" else ()
+            if any(_XX_GOLANG.search(model.from_image(flag.value or "")) for flag in copied):
+                return True
+    return False
+
+
 def _wrong_target(model: BuildModel, stage: Stage, go: bool) -> list[Finding]:
     findings: list[Finding] = []
     declared: set[str] = set()
@@ -83,6 +99,9 @@ def _wrong_target(model: BuildModel, stage: Stage, go: bool) -> list[Finding]:
     setup = "\n".join(
         i.arguments for link in model.chain(stage) for i in link.instructions if i.keyword == "ENV"
     )
+    # The wrapped `go` reads TARGETPLATFORM from the environment, where a declared ARG puts it.
+    if go and declared & {"TARGETPLATFORM", "TARGETOS", "TARGETARCH"} and _go_wrapped_by_xx(model, stage):
+        return findings
     for instruction in model.runs(stage):
         native = [what for what, _, arch_bound in _compiles(model, instruction, go) if arch_bound]
         if not native:

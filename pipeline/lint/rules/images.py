@@ -19,6 +19,8 @@ ARG_WITHOUT_DEFAULT = Rule(
 )
 RULES = (NOT_PINNED, MOVING_TAG, ARG_WITHOUT_DEFAULT)
 
+# Release codenames name a version as a number would: a Debian or Ubuntu release (`debian:wheezy` is Debian 7)
+# or a Node.js LTS line (`node:carbon` is Node 8). `sid` is not one: it is unstable and moves.
 CODENAMES = frozenset(
     {
         "bookworm",
@@ -26,14 +28,28 @@ CODENAMES = frozenset(
         "buster",
         "stretch",
         "jessie",
+        "wheezy",
+        "squeeze",
         "trixie",
         "jammy",
         "focal",
         "noble",
         "bionic",
         "xenial",
+        "trusty",
         "plucky",
         "oracular",
+        "argon",
+        "boron",
+        "carbon",
+        "dubnium",
+        "erbium",
+        "fermium",
+        "gallium",
+        "hydrogen",
+        "iron",
+        "jod",
+        "krypton",
     }
 )
 _OWN_BASE = re.compile(r"(^|[-_/])base$")

@@ -196,6 +196,9 @@ def _js_cache_left(model: BuildModel, instruction: Instruction, commands: Sequen
         return None
     for command in commands:
         found = dependency_install(command)
+        # `--offline` installs from a store an earlier step filled (`pnpm fetch`): it downloads nothing.
+        if command.option("--offline"):
+            continue
         if found is not None and found.ecosystem in ("npm", "yarn", "pnpm") and found.kind != "tool":
             return found.ecosystem
     return None

@@ -37,6 +37,9 @@ _SELF_DROPPING_SERVERS = frozenset(
         "php-fpm",
         "httpd-foreground",
         "apache2-foreground",
+        # `apache2ctl -D FOREGROUND` starts the same server as apache2-foreground, workers as www-data.
+        "apache2ctl",
+        "apachectl",
         "httpd",
         "postgres",
         "redis-server",
@@ -49,7 +52,19 @@ _SELF_DROPPING_SERVERS = frozenset(
     }
 )
 # Programs whose job is root's: entering the host's namespaces, running a Docker engine.
-_NEEDS_ROOT = frozenset({"nsenter", "dockerd", "dockerd-entrypoint.sh", "chroot", "modprobe", "iptables"})
+# buildkitd and containerd mount filesystems and create namespaces for what they run, as dockerd does.
+_NEEDS_ROOT = frozenset(
+    {
+        "nsenter",
+        "dockerd",
+        "dockerd-entrypoint.sh",
+        "buildkitd",
+        "containerd",
+        "chroot",
+        "modprobe",
+        "iptables",
+    }
+)
 _SUPERVISORS = frozenset({"supervisord", "supervisor", "s6-svscan", "s6-overlay", "runsvdir", "runit"})
 # Images built around a supervisor running nginx and php-fpm (webdevops, serversideup, trafex...).
 _SUPERVISED_BASE = re.compile(r"(^|/)(php-nginx|php-apache|php-fpm-nginx)[:@]|^webdevops/")
@@ -81,7 +96,8 @@ def check(model: BuildModel) -> list[Finding]:
                 )
             ]
     base = model.resolve_base(shipped[-1]).lower()
-    if "nonroot" in base or "rootless" in base or _root_is_intended(model, shipped):
+    # Ubuntu chiseled images (the .NET ones) run as their non-root `app` user by default, as `:nonroot` does.
+    if any(word in base for word in ("nonroot", "rootless", "chiseled")) or _root_is_intended(model, shipped):
         return []
     final = shipped[0]
     return [
@@ -178,7 +194,8 @@ def _drops_root(model: BuildModel, shipped: list[Stage], program: list[str], has
         return any(_drops(c) for c in commands(script))
     # The script is not readable here: a privilege-dropping tool installed in the image, or a user created
     # but never switched to with USER, says that the entrypoint script switches to it.
-    created = not has_user and _is_script(program[0]) and _creates_user(model, shipped)
+    # No program at all (an EXPOSE but no ENTRYPOINT/CMD): nothing to read, so nothing that drops root.
+    created = not has_user and bool(program) and _is_script(program[0]) and _creates_user(model, shipped)
     return _installs_dropper(model, shipped) or created
 
 
