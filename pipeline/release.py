@@ -197,7 +197,7 @@ def release(
                         (digests or {}).get(image_plan.name),
                         status.builder,
                         save,
-                        signing.start,
+                        signing,
                     )
                     tested.append((image_plan, digest))
                 # Every image of the release passed before any tag moves: no release is half promoted.
@@ -432,10 +432,10 @@ def _build_push_and_smoke(
     existing_digest: str | None,
     builder: str | None,
     save: Callable[[str], None],
-    on_pushed: Callable[[str, str], None],
+    signing: GateSigning,
 ) -> str:
-    """Everything before promotion for one image; returns the tested index digest. `on_pushed(image,
-    digest)` runs once the digest is in every registry, before its smoke tests."""
+    """Everything before promotion for one image; returns the tested index digest. The signing work for
+    the digest starts as soon as it is known (`signing`), to be done by the time its smoke tests are."""
     image = config.image(image_plan.name)
     outcome: ImageOutcome = report.add_image(image.name)
     outcome.planned_tags = {r.name: image_plan.references(r) for r in registries}
@@ -466,6 +466,7 @@ def _build_push_and_smoke(
         digest = built.index_digest
         outcome.index_digest = digest  # recorded before the push: a failed push still says what it pushed
         if not no_push:
+            signing.built(image.name, digest)  # the attestations open the key while the push runs
             step = time.monotonic()
             save(f"push {image.name}")
             published = push_everywhere(built, registries, environ)
@@ -496,7 +497,7 @@ def _build_push_and_smoke(
             for platform in image_plan.platforms
         ]
     if not no_push:
-        on_pushed(image.name, digest)
+        signing.pushed(image.name, digest)
     step = time.monotonic()
     save(f"smoke {image.name}")
     try:

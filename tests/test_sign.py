@@ -708,6 +708,7 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
     before = signature_tags()
     # 1. A gate that fails: what was made ahead is dropped, nothing reached the registry, no cosign is left.
     dropped = SigningAhead(signer, "base", [registry], digest)
+    dropped.sign_ahead()
     _wait_until(lambda: bool(proxy.requests(method="GET", path="/manifests/")))  # cosign is at work
     time.sleep(1.0)
     dropped.cancel()
@@ -719,6 +720,7 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
     # says so), and uploaded with the attestation; the cosign CLI accepts both.
     proxy.always_fail("503", method="GET", path="/manifests/")
     signing = SigningAhead(signer, "base", [registry], digest)
+    signing.sign_ahead()
     # The signature's cosign reads the manifest and gives up; the attestation's (a digest needs no lookup)
     # opens the key and waits for its predicate, so it meets the healed registry.
     _wait_until(lambda: not [line for line in _processes_naming(repository) if "--upload=false" in line])

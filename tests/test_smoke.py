@@ -329,14 +329,13 @@ def our_verdicts(report: SmokeReport) -> dict[str, bool]:
 
 @pytest.fixture
 def sample_for_cst(sample: SampleImage, docker_engine: DockerClient, platform: str) -> Iterator[str]:
-    """The sample's per-platform image, pulled by the test: a smoke run removes only what it pulled itself,
-    so this one stays in the engine for CST to run against, until the test is done."""
+    """The sample's per-platform image in the engine, for CST to run against (smoke leaves what it pulled
+    too; removing it would cost a garbage collection of the whole store, see smoke.py)."""
     reference = _platform_reference(
         docker_engine, SmokeTarget("s", "local", sample.references["local"], platform, None)
     )
     docker_engine.image.pull(reference, platform=platform, quiet=True)
     yield reference
-    docker_engine.image.remove(reference)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -250,17 +250,23 @@ class SigningAhead:
         if signer.method != "key":
             return
         scratch = Path(self._scratch.name)
-        if not signer.settings.tlog_upload:
-            first = self.registries[0]
-            held = Held(scratch / "signature", scratch / "payload.json")
-            args = signer.sign_command(self.reference(first), first.insecure, held=held)
-            what = f"signing {self.reference(first)}"
-            self._signature = (_Started(signer, args, what, scratch / "sign.log"), held)
         if signer.settings.attest:
             for number, registry in enumerate(self.registries):
                 args = signer.attest_command(self.reference(registry), None, registry.insecure)
                 what, output = f"attesting {self.reference(registry)}", scratch / f"attest-{number}.log"
                 self._attestations[registry.name] = _Started(signer, args, what, output, stdin=True)
+
+    def sign_ahead(self) -> None:
+        """Make the signature now (once the digest is in the registries: cosign reads its manifest)."""
+        if self.signer.method != "key" or self.signer.settings.tlog_upload or self._signature is not None:
+            return
+        first, scratch = self.registries[0], Path(self._scratch.name)
+        held = Held(scratch / "signature", scratch / "payload.json")
+        args = self.signer.sign_command(self.reference(first), first.insecure, held=held)
+        self._signature = (
+            _Started(self.signer, args, f"signing {self.reference(first)}", scratch / "sign.log"),
+            held,
+        )
 
     def reference(self, registry: RegistryConfig) -> str:
         return f"{registry.repository(self.image)}@{self.digest}"
@@ -435,9 +441,16 @@ class GateSigning:
         for signing in self.ahead.values():
             signing.cancel()
 
-    def start(self, image: str, digest: str) -> None:
-        if self.signer is not None:
+    def built(self, image: str, digest: str) -> None:
+        """The digest is known: the attestations can start (cosign needs no registry for a digest)."""
+        if self.signer is not None and image not in self.ahead:
             self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest)
+
+    def pushed(self, image: str, digest: str) -> None:
+        """The digest is in every registry: the signature can be made (cosign reads the manifest)."""
+        self.built(image, digest)
+        if image in self.ahead:
+            self.ahead[image].sign_ahead()
 
     def publish(self, config: LoadedConfig, tested: Sequence[tuple[str, str]], report: ReleaseReport) -> None:
         """Sign and attest every tested (image, digest) everywhere, or raise (no tag may move)."""
