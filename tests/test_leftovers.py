@@ -19,6 +19,7 @@ from python_on_whales import DockerClient
 
 from pipeline.registry import free_port
 from tests.fixtures.cosign import generate_key_pair
+from tests.fixtures.engine import unavailable
 from tests.fixtures.leftovers import Leftovers, RunWatch, Snapshot, leftovers, mark_session
 from tests.fixtures.registries import TestRegistry
 from tests.test_registry import _registry_image_from_debian
@@ -65,7 +66,7 @@ def registry_image(
     """A stand-in for `registry:2` that declares `VOLUME /var/lib/registry` as the real one does, only in a
     registry (not in the engine), so that starting the embedded registry pulls it as it would on a laptop."""
     if shutil.which("docker-registry") is None:
-        pytest.skip("builds its registry image from Debian's docker-registry")
+        unavailable("Debian's docker-registry (provisioned with the engine) to build a registry image")
     reference = f"{open_registry.url}/leaks-{secrets.token_hex(3)}/registry:2"
     docker_engine.image.import_(
         _registry_image_from_debian(tmp_path_factory.mktemp("registry-image")),
