@@ -722,7 +722,9 @@ def test_signing_ahead_uploads_nothing_before_the_gate_and_redoes_what_a_hiccup_
     signing = SigningAhead(signer, "base", [registry], digest)
     signing.sign_ahead()
     # The signature's cosign reads the manifest and gives up; the attestation's (a digest needs no lookup)
-    # opens the key and waits for its predicate, so it meets the healed registry.
+    # opens the key and waits for its predicate, so it meets the healed registry. The first 503 comes first:
+    # a process in the middle of exec (nice -> cosign) shows an empty command line in /proc for a moment.
+    _wait_until(lambda: proxy.injected_total > 0)
     _wait_until(lambda: not [line for line in _processes_naming(repository) if "--upload=false" in line])
     assert [line for line in _processes_naming(repository) if "--predicate -" in line]
     proxy.heal()
