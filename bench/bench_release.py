@@ -28,11 +28,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from python_on_whales import docker
+
 from pipeline.build import BuildSpec, BuiltImage, build
 from pipeline.engine import ENGINE_STATE, ensure_engine, push_two_platform_busybox
 from pipeline.publish import push_everywhere
 from pipeline.registry import Credentials, RegistryServer, free_port
 from tests.fixtures.faultproxy import FaultPlan, FaultProxy
+from tests.fixtures.leftovers import remove_images
 from tests.fixtures.registries import private_and_hub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +74,7 @@ class Bench:
     def __exit__(self, *exc: object) -> None:
         self.open.stop()
         self.auth.stop()
+        remove_images(docker, (f"{self.open.url}/", f"{self.auth.url}/"))  # what smoke pulled
 
     @property
     def environ(self) -> dict[str, str]:

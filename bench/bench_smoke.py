@@ -20,6 +20,7 @@ from pipeline.engine import ENGINE_STATE, push_two_platform_busybox
 from pipeline.publish import isolated_docker_config
 from pipeline.registry import Credentials
 from pipeline.smoke import SmokeTarget, run_smoke
+from tests.fixtures.leftovers import remove_images
 from tests.fixtures.registries import start_test_registry
 from tests.test_smoke import PLATFORMS, build_sample_image
 
@@ -118,6 +119,7 @@ def run() -> list[tuple[str, float, float, str]]:
         finally:
             open_registry.server.stop()
             auth_registry.server.stop()
+            remove_images(docker, (f"{open_registry.url}/", f"{auth_registry.url}/"))  # what smoke pulled
     checks_run = ours.check_count
     detail = f"ours {our_time:.1f}s ({checks_run} checks incl. platform) vs CST x4 {cst_time:.1f}s"
     return [("2 platforms x 2 registries", our_time / cst_time, TARGET, detail)]

@@ -39,6 +39,7 @@ from tests.fixtures.hostedrunner import (
     outputs_github_keeps,
     registered_masks,
 )
+from tests.fixtures.leftovers import mark_session_image
 from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -293,6 +294,7 @@ build_args = {{ BASE = "{base_image}" }}
 
 
 def make_project(git_repo_factory: GitRepoFactory, base_image: str, registries: str) -> GitRepo:
+    mark_session_image(f"{IMAGE}:")  # what `push: false` loads: gone after the session
     repo = git_repo_factory("project", initial=False)
     shutil.copytree(REPO_ROOT / "Dockerfiles" / "hello", repo.path / "hello")
     files = {str(path.relative_to(repo.path)): path.read_text() for path in (repo.path / "hello").iterdir()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,15 @@ from python_on_whales import DockerClient
 from pipeline.registry import free_port
 from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.engine import unavailable
-from tests.fixtures.leftovers import Leftovers, RunWatch, Snapshot, leftovers, mark_session
+from tests.fixtures.leftovers import (
+    Leftovers,
+    RunWatch,
+    Snapshot,
+    leftovers,
+    mark_session,
+    mark_session_image,
+    remove_session_images,
+)
 from tests.fixtures.registries import TestRegistry
 from tests.test_registry import _registry_image_from_debian
 from tests.test_release import IMAGE, make_project, run_pipeline
@@ -263,3 +272,38 @@ def test_only_this_runs_objects_count_and_volumes_are_traced_through_commits() -
     assert found.builders == ["pipeline-multiarch"]
     assert found.files == ["/scratch/tmp/left.json"]
     assert found and not leftovers(after, after, events, ["127.0.0.1:1234/"])
+
+
+@pytest.mark.engine
+def test_the_session_removes_what_it_pulled_from_its_gone_registries_and_what_it_loaded(
+    tmp_path: Path, docker_engine: DockerClient
+) -> None:
+    """The end-of-session sweep: images named after a test registry that no longer listens go, those of a
+    registry still up (another session's) and those that were there before stay."""
+    (tmp_path / "marker").write_text("x")
+    archive = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(tmp_path), "marker"], check=True)
+    live = socket.create_server(("127.0.0.1", 0))
+    gone = free_port()
+    try:
+        tag = secrets.token_hex(4)
+        old, running, pulled = (
+            f"127.0.0.1:{gone}/sweep/old:{tag}",
+            f"127.0.0.1:{live.getsockname()[1]}/sweep/running:{tag}",
+            f"127.0.0.1:{gone}/sweep/pulled:{tag}",
+        )
+        image_id = docker_engine.import_(archive)
+        docker_engine.tag(image_id, old)
+        before = Snapshot.take(docker_engine).images
+        loaded = f"sweep-{tag}/loaded:1"
+        for name in (running, pulled, loaded):
+            docker_engine.tag(image_id, name)
+        mark_session_image(f"sweep-{tag}/")
+        removed = remove_session_images(docker_engine, before)
+        assert pulled in removed and loaded in removed, removed
+        assert not [name for name in removed if "/sweep/old" in name or "/sweep/running" in name], removed
+        left = Snapshot.take(docker_engine).images
+        assert old in left and running in left and pulled not in left and loaded not in left
+    finally:
+        live.close()
+        docker_engine.image.remove([old, running, pulled, f"sweep-{tag}/loaded:1"], force=True)

@@ -20,6 +20,7 @@ from pipeline.registry import Credentials
 from pipeline.signals import descendants
 from tests.fixtures.faultproxy import FaultPlan, ProxyFactory
 from tests.fixtures.gitrepos import GitRepoFactory
+from tests.fixtures.leftovers import mark_session_image
 from tests.fixtures.registries import TestRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,8 @@ FAILING_SMOKE = 'schemaVersion: 2.0.0\ncommandTests:\n  - name: wrong greeting\n
 
 
 def make_project(tmp_path: Path, base_image: str, registries: str, smoke: str | None = None) -> Path:
+    # What `--no-push` and `build --load` load: removed at the end of the session.
+    mark_session_image(f"{IMAGE}:")
     project = tmp_path / "project"
     shutil.copytree(REPO_ROOT / "Dockerfiles" / "hello", project / "hello")
     if smoke is not None:
