@@ -47,6 +47,7 @@ from rich.table import Table
 
 from pipeline import signals as signals_policy
 from pipeline.errors import ConfigError, Interrupted, SmokeError
+from pipeline.retry import with_retries
 from pipeline.structure import (
     CommandTest,
     EnvVar,
@@ -588,6 +589,20 @@ class _Outcome:
     error: str = ""  # the container could not be created or started
 
 
+class _LostSnapshot(Exception):
+    """The engine lost the snapshot of a shared base layer while it unpacked the image for this container:
+    the garbage collection of an image removed meanwhile took it (containerd/containerd#3787; hosted runners
+    hit it too). Nothing was created, and unpacking again recreates the layer, so the run is asked again."""
+
+    def __init__(self, outcome: _Outcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+    @staticmethod
+    def seen_in(outcome: _Outcome) -> bool:
+        return "parent snapshot" in outcome.error and "does not exist" in outcome.error
+
+
 def _run_container(
     run: _Run,
     prepared: _Prepared,
@@ -598,7 +613,32 @@ def _run_container(
     bound: float | None = None,
     name: str | None = None,
 ) -> _Outcome:
-    """Run one container to completion with the entrypoint replaced, killing it at the time bound."""
+    """Run one container to completion with the entrypoint replaced, killing it at the time bound; asked
+    again (bounded, logged) when the engine lost a layer while unpacking the image."""
+
+    def once() -> _Outcome:
+        outcome = _run_container_once(run, prepared, command, env, image=image, bound=bound, name=name)
+        if _LostSnapshot.seen_in(outcome):
+            raise _LostSnapshot(outcome)
+        return outcome
+
+    what = f"running {image or prepared.image_ref} ({prepared.result.target.platform})"
+    try:
+        return with_retries(once, what, is_transient=lambda error: isinstance(error, _LostSnapshot))
+    except _LostSnapshot as error:
+        return error.outcome
+
+
+def _run_container_once(
+    run: _Run,
+    prepared: _Prepared,
+    command: Sequence[str],
+    env: dict[str, str],
+    *,
+    image: str | None,
+    bound: float | None,
+    name: str | None,
+) -> _Outcome:
     run.check_stop()
     name = name or run.name()
     options = prepared.suite.container_run_options if prepared.suite else None

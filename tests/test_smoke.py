@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 from python_on_whales import DockerClient
 
+from pipeline import smoke as smoke_module
 from pipeline.cli import main as cli_main
 from pipeline.publish import isolated_docker_config
 from pipeline.retry import is_transient_docker_error, with_retries
@@ -535,3 +537,54 @@ def test_cli_smoke_writes_reports_and_fails_on_failure(
 def test_invalid_checks_file_fails_before_anything_runs(tmp_path: Path, sample: SampleImage) -> None:
     bad = write(tmp_path / "bad.yaml", "schemaVersion: 2.0.0\ncommandTests:\n  - name: x\n    comand: echo\n")
     assert cli_main(["smoke", sample.references["local"], "--checks", str(bad)]) == 2
+
+
+def test_a_layer_lost_while_unpacking_is_run_again_and_said_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """containerd/containerd#3787: an image removed meanwhile takes a shared layer's snapshot while this image
+    unpacks; the daemon refuses the container, nothing was created, and running it again unpacks the layer."""
+    monkeypatch.setenv("PIPELINE_RETRY_FIRST_DELAY", "0.01")
+    lost = smoke_module._Outcome(
+        "",
+        "",
+        125,
+        error="docker: Error response from daemon: parent snapshot sha256:ad40 does not exist: not found",
+    )
+    answers = [lost, lost, smoke_module._Outcome("aarch64\n", "", 0)]
+    calls: list[str | None] = []
+
+    def once(*args: object, name: str | None, **kwargs: object) -> smoke_module._Outcome:
+        calls.append(name)
+        return answers.pop(0)
+
+    monkeypatch.setattr(smoke_module, "_run_container_once", once)
+    prepared: Any = SimpleNamespace(
+        image_ref="r/a@sha256:1", result=SimpleNamespace(target=SimpleNamespace(platform="linux/arm64"))
+    )
+    with caplog.at_level("WARNING"):
+        outcome = smoke_module._run_container(Any, prepared, ["uname", "-m"], {})  # type: ignore[arg-type]
+    assert outcome.exit_code == 0 and outcome.stdout == "aarch64\n" and len(calls) == 3
+    assert caplog.text.count("retry ") == 2 and "r/a@sha256:1 (linux/arm64)" in caplog.text
+
+    # Bounded: an engine that keeps losing it gets the daemon's own line, as any refusal.
+    monkeypatch.setenv("PIPELINE_RETRY_ATTEMPTS", "2")
+    answers[:] = [lost, lost, lost]
+    outcome = smoke_module._run_container(Any, prepared, ["uname", "-m"], {})  # type: ignore[arg-type]
+    assert outcome.error == lost.error and answers == [lost]
+
+
+def test_other_refusals_are_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = smoke_module._Outcome("", "", 125, error="docker: Error response from daemon: no such image")
+    calls: list[object] = []
+
+    def once(*args: object, **kwargs: object) -> smoke_module._Outcome:
+        calls.append(args)
+        return refused
+
+    monkeypatch.setattr(smoke_module, "_run_container_once", once)
+    prepared: Any = SimpleNamespace(
+        image_ref="r/a", result=SimpleNamespace(target=SimpleNamespace(platform="linux/amd64"))
+    )
+    assert smoke_module._run_container(Any, prepared, ["true"], {}) is refused  # type: ignore[arg-type]
+    assert len(calls) == 1
