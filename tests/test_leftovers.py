@@ -242,7 +242,7 @@ def test_only_this_runs_objects_count_and_volumes_are_traced_through_commits() -
     )
     after = Snapshot(
         containers={"c1": "pipeline-smoke-1", "c9": "other"},
-        volumes=frozenset({"old", "v1", "v2", "v9"}),
+        volumes=frozenset({"old", "v1", "v2", "v3", "v8", "v9"}),
         networks={"n1": "net-of-c1", "n9": "net-of-c9"},
         images=frozenset({"theirs:1", "other:2", "127.0.0.1:1234/ns/app@sha256:1"}),
         builders=frozenset({"default", "pipeline-multiarch", "someone-elses"}),
@@ -260,13 +260,18 @@ def test_only_this_runs_objects_count_and_volumes_are_traced_through_commits() -
         event("container", "create", "c2", name="quirky_name", image="sha256:committed"),
         event("volume", "mount", "v2", container="c2"),
         event("volume", "mount", "old", container="c2"),
+        # Made for a container that never starts (CST's setup container, committed then removed): the daemon
+        # reports the volume's create just before the container's.
+        event("volume", "create", "v3"),
+        event("container", "create", "c3", name="gallant_benz", image="127.0.0.1:1234/ns/app@sha256:1"),
+        event("volume", "create", "v8"),
         event("container", "create", "c9", name="other", image="busybox"),
         event("volume", "mount", "v9", container="c9"),
         event("network", "connect", "n9", container="c9"),
     ]
     found = leftovers(before, after, events, ["127.0.0.1:1234/"])
     assert found.containers == ["pipeline-smoke-1 (c1)"]
-    assert found.volumes == ["v1", "v2"]
+    assert found.volumes == ["v1", "v2", "v3"]
     assert found.networks == ["net-of-c1"]
     assert found.images == ["127.0.0.1:1234/ns/app@sha256:1"]
     assert found.builders == ["pipeline-multiarch"]
