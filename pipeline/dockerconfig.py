@@ -11,7 +11,6 @@ from the user's own config file at the moment docker asks. A run killed with SIG
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -23,29 +22,38 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from pipeline import credhelper
+from pipeline.credhelper import (
+    DOCKER_HUB,
+    HELPER_NAME,
+    LOGIN_ENV_PREFIX,
+    USER_CONFIG_ENV,
+    VARIABLES_ENV,
+    lookup,
+    normalized_server,
+)
 from pipeline.process import pid_exists
 
-HELPER_NAME = "pipeline"
-# Set in the environment of one run: {server: [username variable, password variable]} (names, not values).
-VARIABLES_ENV = "PIPELINE_CREDENTIAL_VARIABLES"
-# The user's own config.json, whose `auths` the helper answers from.
-USER_CONFIG_ENV = "PIPELINE_USER_DOCKER_CONFIG"
-# Where a login whose values came in a mapping other than os.environ is put for the helper to read.
-LOGIN_ENV_PREFIX = "PIPELINE_LOGIN_"
+__all__ = [
+    "HELPER_NAME",
+    "USER_CONFIG_ENV",
+    "VARIABLES_ENV",
+    "add_login",
+    "isolated_docker_config",
+    "lookup",
+    "normalized_server",
+    "remove_stale_configs",
+    "server_key",
+    "throwaway_settings",
+]
+
 _MARKER = ".pipeline-throwaway"
-_DOCKER_HUB = "docker.io"
 _DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
 
 def server_key(server: str) -> str:
     """A server name as docker spells it in config.json (`https://index.docker.io/v1/` for Docker Hub)."""
-    return _DOCKER_HUB_KEY if normalized_server(server) == _DOCKER_HUB else normalized_server(server)
-
-
-def normalized_server(server: str) -> str:
-    """`127.0.0.1:5000` for `http://127.0.0.1:5000/v2/`; `docker.io` for every spelling of Docker Hub."""
-    host = server.strip().split("://", 1)[-1].split("/", 1)[0]
-    return _DOCKER_HUB if host in ("docker.io", "index.docker.io", "registry-1.docker.io") else host
+    return _DOCKER_HUB_KEY if normalized_server(server) == DOCKER_HUB else normalized_server(server)
 
 
 def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -75,7 +83,11 @@ def throwaway_settings(user_settings: Mapping[str, object]) -> dict[str, object]
 
 
 def _helper_script(python: str) -> str:
-    return f'#!/bin/sh\nexec {shlex.quote(python)} -m pipeline.dockerconfig "$@"\n'
+    # -I -S: no site, no user paths; the helper is one stdlib-only file. docker (and cosign, and buildx) run it
+    # for every registry operation that needs a login, so its start-up counts: 15 ms this way, 65 ms as
+    # `python -m pipeline.dockerconfig` (site, the package's imports).
+    script = shlex.quote(credhelper.__file__)
+    return f'#!/bin/sh\nexec {shlex.quote(python)} -I -S {script} "$@"\n'
 
 
 def is_throwaway(directory: Path) -> bool:
@@ -187,63 +199,3 @@ def add_login(
     known = json.loads(os.environ.get(VARIABLES_ENV) or "{}")
     known[normalized_server(server)] = [username_variable, password_variable]
     os.environ[VARIABLES_ENV] = json.dumps(known)
-
-
-# --- the helper itself: `docker-credential-pipeline get|store|erase|list` -------------------------------
-
-
-def lookup(server: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """(username, secret) for a server: the pipeline's own login first, then the user's stored one."""
-    wanted = normalized_server(server)
-    variables = json.loads(environ.get(VARIABLES_ENV) or "{}")
-    if wanted in variables:
-        user_variable, password_variable = variables[wanted]
-        username, password = environ.get(user_variable), environ.get(password_variable)
-        if username and password:
-            return username, password
-    for user_file in environ.get(USER_CONFIG_ENV, "").split(os.pathsep):
-        found = _stored_login(Path(user_file), wanted) if user_file else None
-        if found is not None:
-            return found
-    return None
-
-
-def _stored_login(user_file: Path, wanted: str) -> tuple[str, str] | None:
-    """The login `docker login` stored for a server in a config file's `auths`, if any."""
-    try:
-        auths = json.loads(user_file.read_text()).get("auths") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    for key, entry in auths.items():
-        if normalized_server(key) != wanted or not isinstance(entry, dict):
-            continue
-        if entry.get("identitytoken"):
-            return "<token>", str(entry["identitytoken"])
-        if entry.get("auth"):
-            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return username, password
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    action = (argv if argv is not None else sys.argv[1:] or [""])[0]
-    if action == "get":
-        server = sys.stdin.read().strip()
-        found = lookup(server, os.environ)
-        if found is None:
-            print("credentials not found in native keychain")  # the text docker treats as "no login"
-            return 1
-        print(json.dumps({"ServerURL": server, "Username": found[0], "Secret": found[1]}))
-        return 0
-    if action in ("store", "erase"):
-        sys.stdin.read()  # logins are never stored: they live in the environment of the run
-        return 0
-    if action == "list":
-        print("{}")
-        return 0
-    print(f"usage: docker-credential-{HELPER_NAME} get|store|erase|list", file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

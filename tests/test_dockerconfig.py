@@ -184,7 +184,7 @@ def test_private_base_behind_htpasswd_builds_with_the_users_own_login(
 
 def test_helper_usage_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.dockerconfig", "what"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "pipeline.credhelper", "what"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1 and "get|store|erase|list" in result.stderr
 
