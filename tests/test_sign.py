@@ -31,7 +31,6 @@ from pipeline.sign import (
     Signer,
     SigningAhead,
     Verifier,
-    attach_signature_args,
     attest_args,
     coverage_problems,
     ensure_cosign,
@@ -43,6 +42,7 @@ from pipeline.sign import (
     smoke_problems,
     verify_args,
 )
+from pipeline.sign.upload import attach, attestation_layer, same_predicate, signature_layer
 from tests.fixtures.cosign import generate_key_pair
 from tests.fixtures.faultproxy import ProxyFactory
 from tests.fixtures.registries import TestRegistry
@@ -96,20 +96,22 @@ def test_keyless_commands_use_the_ambient_oidc_token_and_rekor() -> None:
         Verifier().flags()
 
 
-def test_signatures_made_ahead_are_held_then_attached_without_the_key(tmp_path: Path) -> None:
-    """Ahead of the gate: the signature is written to files, not uploaded; attaching it needs no key (no
-    key decryption after the gate); the attestation's predicate comes on standard input."""
+def test_signatures_and_attestations_made_ahead_are_held_not_uploaded(tmp_path: Path) -> None:
+    """Ahead of the gate: the signature is written to files, the attestation's predicate comes on standard
+    input and its signed statement goes to standard output; neither run uploads anything."""
     held = Held(tmp_path / "s.sig", tmp_path / "s.payload")
     reference = f"127.0.0.1:5000/a@{DIGEST}"
     args = sign_args("key", reference, key_env=KEY_ENV, tlog_upload=False, insecure=False, held=held)
     assert "--upload=false" in args and args[-1] == reference
     assert args[args.index("--output-signature") + 1] == str(held.signature)
     assert args[args.index("--output-payload") + 1] == str(held.payload)
-    attach = attach_signature_args(reference, held, insecure=True)
-    assert attach[:2] == ["attach", "signature"] and "--key" not in attach and attach[-1] == reference
-    assert {"--allow-http-registry", "--allow-insecure-registry"} <= set(attach)
-    attest = attest_args("key", reference, None, key_env=KEY_ENV, tlog_upload=False, insecure=False)
+    attest = attest_args(
+        "key", reference, None, key_env=KEY_ENV, tlog_upload=False, insecure=False, upload=False
+    )
     assert attest[attest.index("--predicate") + 1] == "-"
+    assert "--no-upload=true" in attest and "--replace" not in attest
+    uploading = attest_args("key", reference, None, key_env=KEY_ENV, tlog_upload=False, insecure=False)
+    assert "--replace" in uploading and not [a for a in uploading if a.startswith("--no-upload")]
 
 
 def test_signature_tags_follow_cosigns_tag_scheme() -> None:
@@ -482,13 +484,12 @@ public_key = "{public_key}"
         # 3. The rerun of the same digest completes it: signed and attested everywhere, then tagged.
         calls_before = len(argv_log.read_text().splitlines())
         done = run_pipeline(project, "release", "--digest", f"{IMAGE}={digest}", env=env)
-        # Key decryptions for two registries: the key check, one signature (attached everywhere without
-        # the key), one attestation per registry; the other cosign runs only attach.
-        keyed = [c for c in argv_log.read_text().splitlines()[calls_before:] if f"env://{KEY_ENV}" in c]
-        assert sorted(c.split()[0] for c in keyed) == ["attest", "attest", "public-key", "sign"], keyed
-        assert (
-            len([c for c in argv_log.read_text().splitlines()[calls_before:] if c.startswith("attach")]) == 2
-        )
+        # Key decryptions for two registries: the key check, one signature and one attestation, both filed
+        # in every registry by our client; no cosign run uploads anything.
+        calls = argv_log.read_text().splitlines()[calls_before:]
+        keyed = [c for c in calls if f"env://{KEY_ENV}" in c]
+        assert sorted(c.split()[0] for c in keyed) == ["attest", "public-key", "sign"], keyed
+        assert not [c for c in calls if c.startswith("attach")], calls
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, outputs[-1][-3000:]
         report_text = (project / "release.json").read_text()
@@ -773,8 +774,124 @@ def test_a_failed_gate_uploads_no_signature_made_ahead(
     assert "--upload=false" in recorded and "--predicate -" in recorded, recorded
     # ... and never uploaded: no attach, no signature or attestation tag, no cosign left running.
     assert "attach" not in recorded
-    assert "dropped the signature and attestations made ahead of the gate" in result.stderr
+    assert "dropped the signature and attestation made ahead of the gate" in result.stderr
     assert [
         t for t in RegistryClient(open_registry.url).tags(f"{namespace}/{IMAGE}") if t.startswith("sha256-")
     ] == []
     assert _processes_naming(namespace) == []
+
+
+@pytest.mark.engine
+def test_our_uploads_are_cosigns_tag_scheme_and_a_rerun_replaces_the_smoke_statement(
+    tmp_path: Path, base_image: str, open_registry: TestRegistry, key_pair: tuple[str, str, Path]
+) -> None:
+    """What cosign signs and our client files: the cosign CLI verifies both; a second smoke statement of
+    the same digest replaces the first (as `cosign attest --replace`), while a statement of another
+    predicate type and a signature cosign uploaded itself stay beside ours."""
+    key, password, public_key = key_pair
+    client = RegistryClient(open_registry.url)
+    digest = client.manifest_digest("test/base", "1")
+    assert digest is not None
+    repository = f"upl{secrets.token_hex(3)}/base"
+    copied = client.get_manifest("test/base", digest)
+    for child in copied.document.get("manifests") or []:
+        _copy_manifest(client, "test/base", repository, child["digest"])
+    client.put_manifest(repository, digest, copied)
+    reference = f"{open_registry.url}/{repository}@{digest}"
+    env = {**os.environ, KEY_ENV: key, "COSIGN_PASSWORD": password}
+    flags = [
+        "--key",
+        f"env://{KEY_ENV}",
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+    ]
+    docker_config = tmp_path / "docker-config"
+    docker_config.mkdir()
+
+    def cosign(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [ensure_cosign(), *args],
+            input=stdin,
+            env={**env, "DOCKER_CONFIG": str(docker_config)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # cosign uploads one signature itself; ours goes beside it.
+    cosign("sign", "--yes", *flags, reference)
+    held = Held(tmp_path / "sig", tmp_path / "payload.json")
+    cosign(
+        "sign",
+        "--yes",
+        *flags,
+        "--upload=false",
+        "--output-signature",
+        str(held.signature),
+        "--output-payload",
+        str(held.payload),
+        reference,
+    )
+    attach(
+        client,
+        repository,
+        digest,
+        "sig",
+        signature_layer(held.payload.read_bytes(), held.signature.read_text()),
+    )
+    signatures = client.get_manifest(repository, signature_tag(digest, "sig")).document["layers"]
+    assert len(signatures) == 2
+
+    other_type = "https://example.invalid/other/v1"
+    cosign("attest", "--yes", *flags, "--type", other_type, "--predicate", "-", reference, stdin='{"x": 1}')
+    for run in ("first", "second"):
+        envelope = cosign(
+            "attest",
+            "--yes",
+            *flags,
+            "--type",
+            PREDICATE_TYPE,
+            "--predicate",
+            "-",
+            "--no-upload=true",
+            reference,
+            stdin=json.dumps({"run": run}),
+        )
+        layer = attestation_layer(envelope.encode(), PREDICATE_TYPE)
+        attach(client, repository, digest, "att", layer, replaces=same_predicate(layer))
+    layers = client.get_manifest(repository, signature_tag(digest, "att")).document["layers"]
+    assert sorted(entry["annotations"]["predicateType"] for entry in layers) == sorted(
+        [other_type, PREDICATE_TYPE]
+    )
+
+    checks = [
+        "--key",
+        str(public_key),
+        "--insecure-ignore-tlog=true",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+    ]
+    verified = json.loads(cosign("verify", *checks, "--output", "json", reference))
+    assert len(verified) == 2
+    statements = [
+        json.loads(base64.b64decode(json.loads(line)["payload"]))
+        for line in cosign("verify-attestation", *checks, "--type", PREDICATE_TYPE, reference).splitlines()
+        if line.strip()
+    ]
+    assert [s["predicate"] for s in statements] == [{"run": "second"}], statements
+
+
+def _copy_manifest(client: RegistryClient, source: str, target: str, digest: str) -> None:
+    manifest = client.get_manifest(source, digest)
+    for blob in [manifest.document["config"], *manifest.document["layers"]]:
+        response = client._request(
+            "POST",
+            f"/v2/{target}/blobs/uploads/?mount={blob['digest']}&from={source}",
+            f"repository:{target}:pull,push repository:{source}:pull",
+            body=b"",
+        )
+        assert response.status_code == 201, response.status_code
+    client.put_manifest(target, digest, manifest)

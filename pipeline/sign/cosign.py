@@ -131,20 +131,6 @@ def sign_args(
     ]
 
 
-def attach_signature_args(reference: str, held: Held, *, insecure: bool) -> list[str]:
-    """Upload a signature made ahead (`sign_args(held=...)`): no key, so no key decryption."""
-    return [
-        "attach",
-        "signature",
-        "--payload",
-        str(held.payload),
-        "--signature",
-        str(held.signature),
-        *_registry_flags(insecure),
-        reference,
-    ]
-
-
 def attest_args(
     method: Method,
     references: str | Sequence[str],
@@ -153,15 +139,17 @@ def attest_args(
     key_env: str | None,
     tlog_upload: bool,
     insecure: bool,
+    upload: bool = True,
 ) -> list[str]:
     """`cosign attest` of the smoke predicate; `--replace` keeps one smoke statement per digest.
 
     `predicate=None` reads it from standard input (one reference): cosign opens the key first, then waits
-    for the predicate, so the process can be started before the smoke tests end."""
+    for the predicate, so the process can be started before the smoke tests end. `upload=False` prints the
+    signed statement (a DSSE envelope) instead of uploading it, and needs no registry."""
     return [
         "attest",
         "--yes",
-        "--replace",
+        *(["--replace"] if upload else ["--no-upload=true"]),
         "--type",
         PREDICATE_TYPE,
         "--predicate",

@@ -3,6 +3,7 @@ test is signed and attested in every registry before any tag moves (or no tag mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,11 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.config import LoadedConfig, RegistryConfig, SignConfig
+from pipeline.distribution import RegistryClient
 from pipeline.errors import PipelineError, SignError
 from pipeline.github import on_actions
+from pipeline.publish import registry_client, repository_path
 from pipeline.report import ReleaseReport
 from pipeline.sign.cosign import (
     SCHEME,
@@ -26,7 +29,6 @@ from pipeline.sign.cosign import (
     CosignFailed,
     Held,
     Method,
-    attach_signature_args,
     attest_args,
     ensure_cosign,
     reference_list,
@@ -35,6 +37,7 @@ from pipeline.sign.cosign import (
     signature_tag,
 )
 from pipeline.sign.predicate import PREDICATE_TYPE, smoke_predicate
+from pipeline.sign.upload import Layer, attach, attestation_layer, same_predicate, signature_layer
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Signer:
         )
 
     def attest_command(
-        self, references: str | Sequence[str], predicate: Path | None, insecure: bool
+        self, references: str | Sequence[str], predicate: Path | None, insecure: bool, *, upload: bool = True
     ) -> list[str]:
         return attest_args(
             self.method,
@@ -80,6 +83,7 @@ class Signer:
             key_env=self.settings.key_env,
             tlog_upload=self.settings.tlog_upload,
             insecure=insecure,
+            upload=upload,
         )
 
     def sign(self, references: str | Sequence[str], insecure: bool) -> None:
@@ -194,16 +198,24 @@ class _Started:
     the gate has passed, and a pipe left unread could fill and stall it."""
 
     def __init__(
-        self, signer: Signer, args: Sequence[str], what: str, output: Path, *, stdin: bool = False
+        self,
+        signer: Signer,
+        args: Sequence[str],
+        what: str,
+        output: Path,
+        *,
+        stdin: bool = False,
+        result: Path | None = None,
     ) -> None:
+        """`output` gets cosign's messages; `result`, when given, its standard output on its own."""
         self.what, self.output = what, output
-        with output.open("w") as sink:
+        with output.open("w") as sink, result.open("w") if result else contextlib.nullcontext(sink) as answer:
             self.process = subprocess.Popen(
                 [*_BACKGROUND, signer.cosign, *args],
                 env=signer.env(),
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
+                stdout=answer,
+                stderr=sink if result else subprocess.STDOUT,
                 text=True,
             )
 
@@ -225,36 +237,52 @@ class _Started:
 
 
 class SigningAhead:
-    """One index digest's signature and attestations, made while its smoke tests run and uploaded to every
+    """One index digest's signature and attestation, made while its smoke tests run and uploaded to every
     registry only once every smoke test of the run passed (`publish`), or dropped (`cancel`).
 
-    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second).
-    Made after the gate, those runs stood between the last smoke test and the first tag. Ahead:
-    - one signature, made with `cosign sign --upload=false` for the first registry, is put in every registry
-      after the gate by `cosign attach signature` (no key). Its payload names the first registry's
-      repository everywhere, as after `cosign copy`: cosign checks the digest, not the name;
-    - each registry's `cosign attest --predicate -` opens the key, then waits for the smoke results on its
-      standard input; after the gate they all upload at once (an attestation names its own repository).
-    So an image costs 2 + N key decryptions for N registries (with the key check before the build), none
-    of them after the gate. Nothing reaches a registry or Rekor before the gate: keyless signing, and key
-    signatures recorded in Rekor, are made after it (cosign would record them in Rekor at once, and a
-    Fulcio certificate lasts ten minutes)."""
+    Why: every cosign run that signs decrypts the private key (scrypt: about a quarter of a CPU-second), and
+    every cosign run that uploads starts, pings and logs in first. Made after the gate, those runs stood
+    between the last smoke test and the first tag. Ahead:
+    - one signature, made with `cosign sign --upload=false` for the first registry;
+    - one `cosign attest --no-upload --predicate -`, which opens the key, then waits for the smoke results on
+      its standard input and answers the signed statement at once.
+    After the gate both go to every registry through our registry client (`upload`: the connections and
+    tokens of the push, no cosign start). Their payloads name the first registry's repository everywhere, as
+    after `cosign copy`: cosign checks the digest, not the name. So an image costs 3 key decryptions (with
+    the key check before the build) whatever the number of registries, none of them after the gate. Nothing
+    reaches a registry or Rekor before the gate: keyless signing, and key signatures recorded in Rekor, are
+    made after it by cosign itself (it would record them in Rekor at once, and a Fulcio certificate lasts ten
+    minutes)."""
 
-    def __init__(self, signer: Signer, image: str, registries: Sequence[RegistryConfig], digest: str) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        image: str,
+        registries: Sequence[RegistryConfig],
+        digest: str,
+        clients: Mapping[str, RegistryClient] | None = None,
+    ) -> None:
         self.signer, self.image, self.digest = signer, image, digest
         self.registries = list(registries)
+        self.clients = {r.name: (clients or {}).get(r.name) or registry_client(r) for r in self.registries}
         self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-sign-")
         self._signature: tuple[_Started, Held] | None = None
-        self._attestations: dict[str, _Started] = {}
+        self._attestation: tuple[_Started, Path] | None = None
         self._published = False
-        if signer.method != "key":
+        if signer.method != "key" or signer.settings.tlog_upload or not signer.settings.attest:
             return
-        scratch = Path(self._scratch.name)
-        if signer.settings.attest:
-            for number, registry in enumerate(self.registries):
-                args = signer.attest_command(self.reference(registry), None, registry.insecure)
-                what, output = f"attesting {self.reference(registry)}", scratch / f"attest-{number}.log"
-                self._attestations[registry.name] = _Started(signer, args, what, output, stdin=True)
+        scratch, first = Path(self._scratch.name), self.registries[0]
+        args = signer.attest_command(self.reference(first), None, first.insecure, upload=False)
+        envelope = scratch / "attestation.json"
+        started = _Started(
+            signer,
+            args,
+            f"attesting {self.reference(first)}",
+            scratch / "attest.log",
+            stdin=True,
+            result=envelope,
+        )
+        self._attestation = (started, envelope)
 
     def sign_ahead(self) -> None:
         """Make the signature now (once the digest is in the registries: cosign reads its manifest)."""
@@ -285,14 +313,15 @@ class SigningAhead:
 
     def cancel(self) -> None:
         """Drop what was made ahead (a failed gate); after `publish`, only the scratch files go."""
-        started = [*(self._signature[:1] if self._signature else ()), *self._attestations.values()]
+        started = [*(self._signature[:1] if self._signature else ()), *(self._attestation or ())[:1]]
         for run in started:
+            assert isinstance(run, _Started)
             run.kill()
         if started and not self._published:
             self._published = True  # said once
             log.warning(
                 "dropped the signature%s made ahead of the gate for %s (nothing was uploaded)",
-                " and attestations" if self._attestations else "",
+                " and attestation" if self._attestation else "",
                 self.digest,
             )
         self._scratch.cleanup()
@@ -309,22 +338,8 @@ class SigningAhead:
             self._sign_now(records)
             return
 
-        def attach(registry: RegistryConfig) -> None:
-            record = records[registry.name]
-            args = attach_signature_args(record.reference, held, insecure=registry.insecure)
-            try:
-                run_cosign(
-                    self.signer.cosign,
-                    args,
-                    self.signer.env(),
-                    f"uploading the signature of {record.reference}",
-                )
-                record.signature = f"{registry.repository(self.image)}:{signature_tag(self.digest, 'sig')}"
-            except PipelineError as error:
-                _fail([record], error)
-
-        with ThreadPoolExecutor(max_workers=len(self.registries)) as pool:
-            pool.map(attach, self.registries)
+        layer = signature_layer(held.payload.read_bytes(), held.signature.read_text())
+        self._upload_everywhere(records, "sig", layer)
 
     def _held_signature(self) -> Held | None:
         """The signature made ahead; None when it must be made now (none was, or a registry hiccup broke it)."""
@@ -355,20 +370,69 @@ class SigningAhead:
     # -- attestations ------------------------------------------------------------------------------------
 
     def _attest_everywhere(self, records: dict[str, SignRecord], predicate: str) -> None:
+        try:
+            envelope = self._envelope(predicate)
+        except PipelineError as error:  # final (a bad key): a cosign run of its own would fail the same way
+            _fail(records.values(), error)
+            return
+        if envelope is not None:
+            layer = attestation_layer(envelope, PREDICATE_TYPE)
+            self._upload_everywhere(records, "att", layer, replaces=same_predicate(layer))
+            return
         path = Path(self._scratch.name) / "predicate.json"
         path.write_text(predicate)
 
         def attest(registry: RegistryConfig) -> None:
-            record, ahead = records[registry.name], self._attestations.get(registry.name)
+            record = records[registry.name]
             try:
-                if ahead is None or _failed_for_a_while(ahead.finish(predicate)):
-                    self.signer.attest(record.reference, path, registry.insecure)
+                self.signer.attest(record.reference, path, registry.insecure)
                 record.attestation = f"{registry.repository(self.image)}:{signature_tag(self.digest, 'att')}"
             except PipelineError as error:
                 _fail([record], error)
 
         with ThreadPoolExecutor(max_workers=len(self.registries)) as pool:
             pool.map(attest, self.registries)
+
+    def _envelope(self, predicate: str) -> bytes | None:
+        """The statement signed ahead, now that its predicate is known; None when it must be made now."""
+        if self._attestation is None:
+            return None
+        started, envelope = self._attestation
+        if _failed_for_a_while(started.finish(predicate)):
+            return None
+        return envelope.read_bytes()
+
+    def _upload_everywhere(
+        self,
+        records: dict[str, SignRecord],
+        kind: Literal["sig", "att"],
+        layer: Layer,
+        replaces: Callable[[Mapping[str, Any]], bool] = lambda existing: False,
+    ) -> None:
+        """File what cosign made in every registry at once (kind "sig" or "att"), with our registry client."""
+
+        def one(registry: RegistryConfig) -> None:
+            record = records[registry.name]
+            try:
+                tag = attach(
+                    self.clients[registry.name],
+                    repository_path(registry, self.image),
+                    self.digest,
+                    kind,
+                    layer,
+                    replaces,
+                )
+            except PipelineError as error:
+                _fail([record], error)
+                return
+            reference = f"{registry.repository(self.image)}:{tag}"
+            if kind == "sig":
+                record.signature = reference
+            else:
+                record.attestation = reference
+
+        with ThreadPoolExecutor(max_workers=len(self.registries)) as pool:
+            pool.map(one, self.registries)
 
 
 def _failed_for_a_while(failure: CosignFailed | None) -> bool:
@@ -430,9 +494,16 @@ class GateSigning:
     (its signing work begins while its smoke tests run), `publish(...)` once every image passed, and on
     leaving without publishing (a failed gate, a signal) everything made ahead is dropped."""
 
-    def __init__(self, signer: Signer | None, registries: Sequence[RegistryConfig]) -> None:
+    def __init__(
+        self,
+        signer: Signer | None,
+        registries: Sequence[RegistryConfig],
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.signer, self.registries = signer, list(registries)
         self.ahead: dict[str, SigningAhead] = {}
+        # One client per registry for the whole release: the uploads after the gate reuse its connections.
+        self.clients = {r.name: registry_client(r, environ) for r in self.registries} if signer else {}
 
     def __enter__(self) -> GateSigning:
         return self
@@ -444,7 +515,7 @@ class GateSigning:
     def built(self, image: str, digest: str) -> None:
         """The digest is known: the attestations can start (cosign needs no registry for a digest)."""
         if self.signer is not None and image not in self.ahead:
-            self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest)
+            self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest, self.clients)
 
     def pushed(self, image: str, digest: str) -> None:
         """The digest is in every registry: the signature can be made (cosign reads the manifest)."""
