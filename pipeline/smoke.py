@@ -46,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import signals as signals_policy
+from pipeline.config import RegistryConfig
 from pipeline.errors import ConfigError, Interrupted, SmokeError
 from pipeline.retry import with_retries
 from pipeline.structure import (
@@ -1316,19 +1317,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _handle(args: argparse.Namespace) -> int:
-    targets, timeout = _targets_from_args(args)
+    targets, timeout, registries = _targets_from_args(args)
     from pipeline.sign.verify import verified_if_required  # only the smoke command needs it
 
     verified = verified_if_required([target.reference for target in targets], args)
     targets = [dataclasses.replace(t, reference=verified.get(t.reference, t.reference)) for t in targets]
     console = Console(stderr=True)
-    report = run_smoke(
-        targets,
-        parallel=args.parallel,
-        timeout=args.timeout if args.timeout is not None else timeout,
-        pull=args.pull,
-        on_progress=lambda line: console.print(line, markup=False, highlight=False),
-    )
+    with _logged_in(registries):
+        report = run_smoke(
+            targets,
+            parallel=args.parallel,
+            timeout=args.timeout if args.timeout is not None else timeout,
+            pull=args.pull,
+            on_progress=lambda line: console.print(line, markup=False, highlight=False),
+        )
     Console().print(report.table())
     if args.json_path is not None:
         args.json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -1340,7 +1342,25 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _targets_from_args(args: argparse.Namespace) -> tuple[list[SmokeTarget], float]:
+@contextlib.contextmanager
+def _logged_in(registries: Sequence[RegistryConfig]) -> Iterator[None]:
+    """The config's registries pull with the config's credentials (username_env/password_env), as in a
+    release: a throwaway docker config and our credential helper, nothing written to the user's config.
+    REFs given on the command line pull with the user's own docker logins."""
+    if not any(r.username_env for r in registries):
+        yield
+        return
+    from pipeline.dockerconfig import isolated_docker_config
+    from pipeline.publish import login_all
+
+    with isolated_docker_config():
+        login_all(registries)
+        yield
+
+
+def _targets_from_args(
+    args: argparse.Namespace,
+) -> tuple[list[SmokeTarget], float, tuple[RegistryConfig, ...]]:
     if args.references:
         if args.images or args.registries:
             raise ConfigError(
@@ -1358,7 +1378,7 @@ def _targets_from_args(args: argparse.Namespace) -> tuple[list[SmokeTarget], flo
             for ref in args.references
             for platform in platforms
         ]
-        return targets, 120.0
+        return targets, 120.0, ()
     from pipeline.config import load_config
     from pipeline.registry import planned_registries
 
@@ -1390,7 +1410,7 @@ def _targets_from_args(args: argparse.Namespace) -> tuple[list[SmokeTarget], flo
                         checks,
                     )
                 )
-    return targets, config.pipeline.smoke.timeout
+    return targets, config.pipeline.smoke.timeout, registries
 
 
 def _registry_of(reference: str) -> str:

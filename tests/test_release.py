@@ -145,6 +145,15 @@ def test_release_builds_pushes_smokes_and_tags_both_platforms_in_both_registries
     assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
     references = {target["reference"] for target in json.loads(smoke_json.read_text())["targets"]}
     assert references == {f"{open_registry.url}/release-e2e-private/{IMAGE}:1.2.3"}
+    # ... and pulls from the registry with a login with the config's credentials, as a release does (the
+    # user's docker config has no login for it, and gets none).
+    user_config = tmp_path / "user-docker-config"
+    user_config.mkdir()
+    from_hub = run_pipeline(
+        project, "smoke", "--registry", "hub", env={**secret_env, "DOCKER_CONFIG": str(user_config)}
+    )
+    assert from_hub.returncode == 0, (from_hub.stdout + from_hub.stderr)[-2000:]
+    assert "logged in to hub" in from_hub.stderr and list(user_config.iterdir()) == []
 
     # Independently of the smoke runner: each platform, pulled by tag, reports its own architecture.
     for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
