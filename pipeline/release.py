@@ -182,9 +182,8 @@ def release(
                 require_signed_digests(config, digests, registries, environ)
             signer = pending_signer() if pending_signer else None  # no key, wrong password: before any build
             tested: list[tuple[ImagePlan, str]] = []
-            with GateSigning(
-                signer, registries, environ
-            ) as signing:  # made during smoke, dropped if the gate fails
+            # Signing work is made during smoke, and dropped if the gate fails.
+            with GateSigning(signer, registries, environ) as signing:
                 for image_plan in plan.images:
                     digest = _build_push_and_smoke(
                         config,

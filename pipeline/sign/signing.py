@@ -269,7 +269,7 @@ class SigningAhead:
         self._signature: tuple[_Started, Held] | None = None
         self._attestation: tuple[_Started, Path] | None = None
         self._published = False
-        if signer.method != "key" or signer.settings.tlog_upload or not signer.settings.attest:
+        if not self._made_ahead or not signer.settings.attest:
             return
         scratch, first = Path(self._scratch.name), self.registries[0]
         args = signer.attest_command(self.reference(first), None, first.insecure, upload=False)
@@ -286,7 +286,7 @@ class SigningAhead:
 
     def sign_ahead(self) -> None:
         """Make the signature now (once the digest is in the registries: cosign reads its manifest)."""
-        if self.signer.method != "key" or self.signer.settings.tlog_upload or self._signature is not None:
+        if not self._made_ahead or self._signature is not None:
             return
         first, scratch = self.registries[0], Path(self._scratch.name)
         held = Held(scratch / "signature", scratch / "payload.json")
@@ -295,6 +295,11 @@ class SigningAhead:
             _Started(self.signer, args, f"signing {self.reference(first)}", scratch / "sign.log"),
             held,
         )
+
+    @property
+    def _made_ahead(self) -> bool:
+        """Key signatures kept out of Rekor are made ahead; the others after the gate, by cosign itself."""
+        return self.signer.method == "key" and not self.signer.settings.tlog_upload
 
     def reference(self, registry: RegistryConfig) -> str:
         return f"{registry.repository(self.image)}@{self.digest}"
@@ -313,9 +318,8 @@ class SigningAhead:
 
     def cancel(self) -> None:
         """Drop what was made ahead (a failed gate); after `publish`, only the scratch files go."""
-        started = [*(self._signature[:1] if self._signature else ()), *(self._attestation or ())[:1]]
+        started = [pair[0] for pair in (self._signature, self._attestation) if pair is not None]
         for run in started:
-            assert isinstance(run, _Started)
             run.kill()
         if started and not self._published:
             self._published = True  # said once
@@ -513,7 +517,7 @@ class GateSigning:
             signing.cancel()
 
     def built(self, image: str, digest: str) -> None:
-        """The digest is known: the attestations can start (cosign needs no registry for a digest)."""
+        """The digest is known: the attestation can start (cosign needs no registry for a digest)."""
         if self.signer is not None and image not in self.ahead:
             self.ahead[image] = SigningAhead(self.signer, image, self.registries, digest, self.clients)
 
