@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 from python_on_whales import DockerClient, docker
@@ -63,6 +63,7 @@ from pipeline.structure import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LABEL = "pipeline.smoke"
 LOCAL_ENGINE = "docker"  # registry name of a target that only exists in the engine (nothing to pull)
@@ -601,7 +602,21 @@ class _LostSnapshot(Exception):
 
     @staticmethod
     def seen_in(outcome: _Outcome) -> bool:
-        return "parent snapshot" in outcome.error and "does not exist" in outcome.error
+        return _lost_snapshot(outcome.error)
+
+
+def _lost_snapshot(text: str) -> bool:
+    return "parent snapshot" in text and "does not exist" in text
+
+
+def _making_container(make: Callable[[], T], what: str) -> T:
+    """Create (or start detached) a container, asked again like `_run_container` when the engine lost a
+    layer while unpacking its image (see _LostSnapshot)."""
+    return with_retries(
+        make,
+        what,
+        is_transient=lambda error: isinstance(error, DockerException) and _lost_snapshot(str(error)),
+    )
 
 
 def _run_container(
@@ -843,15 +858,18 @@ def _run_setup(
     """Run one setup command and commit its container as the next image; None when it timed out."""
     run.check_stop()
     name = run.name()
-    container = run.client.container.create(
-        image or prepared.image_ref,
-        list(step),
-        entrypoint="",
-        envs=env,
-        name=name,
-        labels=run.labels,
-        platform=prepared.result.target.platform,
-        pull="never",
+    container = _making_container(
+        lambda: run.client.container.create(
+            image or prepared.image_ref,
+            list(step),
+            entrypoint="",
+            envs=env,
+            name=name,
+            labels=run.labels,
+            platform=prepared.result.target.platform,
+            pull="never",
+        ),
+        f"creating a setup container from {image or prepared.image_ref}",
     )
     try:
         run.client.container.start(container)
@@ -932,14 +950,17 @@ def _file_checks(run: _Run, prepared: _Prepared, suite: Suite) -> list[CheckResu
     try:
         with tempfile.TemporaryDirectory(prefix="pipeline-smoke-") as scratch:
             archive_path = Path(scratch) / "rootfs.tar"
-            container = run.client.container.create(
-                prepared.image_ref,
-                ["true"],
-                entrypoint="",
-                name=name,
-                labels=run.labels,
-                platform=prepared.result.target.platform,
-                pull="never",
+            container = _making_container(
+                lambda: run.client.container.create(
+                    prepared.image_ref,
+                    ["true"],
+                    entrypoint="",
+                    name=name,
+                    labels=run.labels,
+                    platform=prepared.result.target.platform,
+                    pull="never",
+                ),
+                f"creating a container to export {prepared.image_ref}",
             )
             exporter = threading.Thread(
                 target=lambda: run.client.container.export(container, archive_path), daemon=True
@@ -1115,16 +1136,19 @@ def _service_check(run: _Run, prepared: _Prepared, test: ServiceTest) -> CheckRe
             test.name, "service", False, 0.0, "the image has no HEALTHCHECK; give `port:` to wait for"
         )
     try:
-        run.client.container.run(
-            prepared.image_ref,
-            list(test.args) if test.args is not None else [],
-            detach=True,
-            name=name,
-            labels=run.labels,
-            envs={var.key: var.value for var in test.env_vars},
-            platform=prepared.result.target.platform,
-            publish=[("127.0.0.1:", test.port)] if test.port is not None else [],
-            pull="never",
+        _making_container(
+            lambda: run.client.container.run(
+                prepared.image_ref,
+                list(test.args) if test.args is not None else [],
+                detach=True,
+                name=name,
+                labels=run.labels,
+                envs={var.key: var.value for var in test.env_vars},
+                platform=prepared.result.target.platform,
+                publish=[("127.0.0.1:", test.port)] if test.port is not None else [],
+                pull="never",
+            ),
+            f"starting service {test.name} from {prepared.image_ref}",
         )
         startup_end = min(deadline, started + test.startup_timeout)
         host_port = _host_port(run.client, name, test.port) if test.port is not None else None

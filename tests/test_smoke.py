@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 
 import pytest
 from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
 
 from pipeline import smoke as smoke_module
 from pipeline.cli import main as cli_main
@@ -588,3 +589,32 @@ def test_other_refusals_are_not_run_again(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert smoke_module._run_container(Any, prepared, ["true"], {}) is refused  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_containers_made_for_setup_export_and_services_are_made_again_after_a_lost_layer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same race at `docker create` / a detached `docker run` (setup commands, file checks, services):
+    the daemon's refusal is retried, bounded and logged; any other refusal is raised at once."""
+    monkeypatch.setenv("PIPELINE_RETRY_FIRST_DELAY", "0.01")
+    lost = b"Error response from daemon: parent snapshot sha256:ad40 does not exist: not found"
+    attempts: list[int] = []
+
+    def create() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise DockerException(["docker", "create"], 125, b"", lost)
+        return "container-id"
+
+    with caplog.at_level("WARNING"):
+        assert smoke_module._making_container(create, "creating x") == "container-id"
+    assert len(attempts) == 3 and caplog.text.count("retry ") == 2
+
+    def refused() -> str:
+        attempts.append(1)
+        raise DockerException(["docker", "create"], 125, b"", b"Error response from daemon: no such image")
+
+    attempts.clear()
+    with pytest.raises(DockerException):
+        smoke_module._making_container(refused, "creating y")
+    assert len(attempts) == 1
